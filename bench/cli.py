@@ -1,0 +1,296 @@
+"""The `bench` command. Start-up imports neither torch nor pandas: they load per command."""
+
+from __future__ import annotations
+
+import argparse
+import sys
+import tomllib
+from pathlib import Path
+from typing import Any
+
+from bench.errors import BenchError
+
+KIND_WORDS = {"detectors": "detector", "addons": "addon", "transforms": "transform"}
+METRIC_CHOICES = ("acc", "r_acc", "f_acc", "ap", "auc")
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(
+        prog="bench",
+        description="Train and compare detectors of AI-generated images.",
+    )
+    sub = parser.add_subparsers(dest="command", metavar="COMMAND")
+
+    run = sub.add_parser("run", help="train (when the detector trains) and evaluate one detector")
+    run.add_argument("--detector", help="detector name (see `bench list detectors`)")
+    run.add_argument(
+        "--addon",
+        action="append",
+        default=None,
+        metavar="NAME",
+        help="addon to attach, in order (repeatable)",
+    )
+    run.add_argument(
+        "--train", metavar="PATH", help="training set (0_real/1_fake tree, GenImage, CSV)"
+    )
+    run.add_argument(
+        "--test",
+        action="append",
+        default=None,
+        metavar="PATH",
+        help="test set (repeatable); generators are evaluated separately",
+    )
+    run.add_argument("--device", default=None, help="auto (default), cpu, cuda, cuda:N")
+    run.add_argument("--batch-size", type=int, default=None)
+    run.add_argument("--epochs", type=int, default=None)
+    run.add_argument(
+        "--opt",
+        action="append",
+        default=[],
+        metavar="COMPONENT.KEY=VALUE",
+        help="set an option of the detector or an addon (repeatable)",
+    )
+    run.add_argument("--config", metavar="FILE.toml", help="run settings as TOML (flags win)")
+    run.add_argument("--preset", default=None, help="option preset (the demo uses 'demo')")
+    run.add_argument("--out", default=None, help="results folder (default: results/)")
+    run.add_argument("--seed", type=int, default=None)
+    run.add_argument(
+        "--max-per-class",
+        type=int,
+        default=None,
+        help="at most N images per generator and class (fixed-seed sample)",
+    )
+    run.add_argument("--workers", type=int, default=None, help="DataLoader workers")
+    run.add_argument(
+        "--metric", choices=METRIC_CHOICES, default=None, help="leaderboard cell (default acc)"
+    )
+    run.add_argument("--quiet", action="store_true", help="no progress bars or log echo")
+
+    ls = sub.add_parser("list", help="list registered components")
+    ls.add_argument("kind", nargs="?", choices=sorted(KIND_WORDS), help="only this kind")
+
+    lb = sub.add_parser("leaderboard", help="write and print the leaderboard of a results folder")
+    lb.add_argument("--out", default="results")
+    lb.add_argument("--metric", choices=METRIC_CHOICES, default="acc")
+    lb.add_argument("--format", choices=("csv", "md"), default="md")
+
+    sub.add_parser("validate", help="check registry.toml, every plugin and their default options")
+
+    data = sub.add_parser("data", help="data sets the toolkit builds itself")
+    data.add_argument("name", choices=("demo",), help="the embedded demo benchmark")
+    data.add_argument("--seed", type=int, default=0)
+    data.add_argument("--force", action="store_true", help="rebuild even if cached")
+
+    pr = sub.add_parser("predict", help="p(fake) for images, from a finished run")
+    pr.add_argument("--run", required=True, metavar="RUN_DIR")
+    pr.add_argument("images", nargs="+", metavar="IMAGE")
+    pr.add_argument("--device", default="auto")
+
+    tb = sub.add_parser("table", help="regenerate a paper table from a spec (benchmarks/tables)")
+    tb.add_argument("spec", metavar="SPEC")
+    tb.add_argument("--preset", choices=("demo", "paper"), default="demo")
+    tb.add_argument("--data-root", default=None, metavar="DIR")
+    tb.add_argument("--out", default=None)
+    tb.add_argument("--device", default="auto")
+    tb.add_argument("--workers", type=int, default=None)
+    return parser
+
+
+def load_config_file(path: str) -> dict[str, Any]:
+    try:
+        with open(path, "rb") as fh:
+            return tomllib.load(fh)
+    except FileNotFoundError:
+        raise BenchError(f"config file not found: {path}") from None
+    except tomllib.TOMLDecodeError as exc:
+        raise BenchError(f"config file {path} is not valid TOML: {exc}") from None
+
+
+CONFIG_KEYS = {
+    "detector",
+    "addons",
+    "train",
+    "test",
+    "options",
+    "preset",
+    "device",
+    "batch_size",
+    "epochs",
+    "out",
+    "seed",
+    "max_per_class",
+    "workers",
+    "metric",
+}
+
+
+def spec_from_args(args: argparse.Namespace) -> Any:
+    from bench.options import parse_opt_flags
+    from bench.runner import RunSpec
+
+    cfg = load_config_file(args.config) if args.config else {}
+    unknown = sorted(set(cfg) - CONFIG_KEYS)
+    if unknown:
+        raise BenchError(
+            f"unknown key(s) in {args.config}: {', '.join(unknown)} "
+            f"(known: {', '.join(sorted(CONFIG_KEYS))})"
+        )
+    detector = args.detector or cfg.get("detector")
+    if not detector:
+        raise BenchError("bench run needs --detector NAME (see `bench list detectors`)")
+    options: dict[str, dict[str, Any]] = {k: dict(v) for k, v in cfg.get("options", {}).items()}
+    for component, values in parse_opt_flags(args.opt).items():
+        options.setdefault(component, {}).update(values)
+    test = args.test if args.test is not None else cfg.get("test", [])
+    if isinstance(test, str):
+        test = [test]
+
+    def pick(flag: Any, key: str, default: Any = None) -> Any:
+        return flag if flag is not None else cfg.get(key, default)
+
+    return RunSpec(
+        detector=detector,
+        addons=list(args.addon if args.addon is not None else cfg.get("addons", [])),
+        train=pick(args.train, "train"),
+        test=list(test),
+        options=options,
+        preset=pick(args.preset, "preset"),
+        device=pick(args.device, "device", "auto"),
+        batch_size=pick(args.batch_size, "batch_size"),
+        epochs=pick(args.epochs, "epochs"),
+        out=pick(args.out, "out", "results"),
+        seed=pick(args.seed, "seed", 0),
+        max_per_class=pick(args.max_per_class, "max_per_class"),
+        workers=pick(args.workers, "workers"),
+        progress=not args.quiet,
+        metric=pick(args.metric, "metric", "acc"),
+    )
+
+
+def use_demo(spec: Any) -> None:
+    """No data given: the embedded demo benchmark, with each component's demo preset."""
+    try:
+        from bench.demo import build_demo
+    except ImportError:
+        raise BenchError(
+            "no --train/--test given and the embedded demo benchmark is not "
+            "available in this install: give --train PATH --test PATH"
+        ) from None
+    root = build_demo(progress=spec.progress)
+    spec.train = str(Path(root) / "train")
+    spec.test = [str(Path(root) / "test")]
+    spec.train_name = "demo"
+    if spec.preset is None:
+        spec.preset = "demo"
+
+
+def cmd_run(args: argparse.Namespace) -> int:
+    from bench.plugins import get_registry
+    from bench.runner import resolve_components, run
+
+    spec = spec_from_args(args)
+    registry = get_registry()
+    resolve_components(registry, spec)  # names, addon needs and options fail before the demo build
+    if not spec.train and not spec.test:
+        use_demo(spec)
+    run_dir = run(spec, registry)
+    print(run_dir)
+    return 0
+
+
+def cmd_list(args: argparse.Namespace) -> int:
+    from bench.plugins import get_registry
+
+    registry = get_registry()
+    kinds = [KIND_WORDS[args.kind]] if args.kind else list(KIND_WORDS.values())
+    for kind in kinds:
+        entries = registry.entries(kind)
+        print(f"{kind}s:")
+        if not entries:
+            print("  (none)")
+        width = max((len(e.name) for e in entries), default=0)
+        for e in entries:
+            print(f"  {e.name:<{width}}  [{e.origin}]  {e.summary}".rstrip())
+    return 0
+
+
+def cmd_leaderboard(args: argparse.Namespace) -> int:
+    from bench import leaderboard
+
+    if not (Path(args.out) / "leaderboard_index.csv").is_file():
+        raise BenchError(f"no runs recorded in {args.out} (run `bench run` first)")
+    csv_path, md_path = leaderboard.write(Path(args.out), metric=args.metric)
+    path = md_path if args.format == "md" else csv_path
+    print(path.read_text(encoding="utf-8"), end="")
+    return 0
+
+
+def cmd_validate(args: argparse.Namespace) -> int:
+    from bench.validate import validate
+
+    problems = validate()
+    return 2 if problems else 0
+
+
+def cmd_data(args: argparse.Namespace) -> int:
+    from bench.demo import build_demo
+
+    root = build_demo(seed=args.seed, force=args.force, progress=True)
+    print(root)
+    return 0
+
+
+def cmd_predict(args: argparse.Namespace) -> int:
+    from bench.predict import predict_images
+
+    for path, prob in predict_images(Path(args.run), args.images, device=args.device):
+        print(f"{prob:.4f}\t{path}" if prob is not None else f"skipped\t{path}")
+    return 0
+
+
+def cmd_table(args: argparse.Namespace) -> int:
+    try:
+        from bench.tables import run_table
+    except ImportError:
+        raise BenchError("bench table is not available in this install yet") from None
+    for path in run_table(
+        args.spec,
+        preset=args.preset,
+        data_root=args.data_root,
+        out=args.out,
+        device=args.device,
+        workers=args.workers,
+    ):
+        print(path)
+    return 0
+
+
+COMMANDS = {
+    "run": cmd_run,
+    "list": cmd_list,
+    "leaderboard": cmd_leaderboard,
+    "validate": cmd_validate,
+    "data": cmd_data,
+    "predict": cmd_predict,
+    "table": cmd_table,
+}
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = build_parser()
+    args = parser.parse_args(argv)
+    if not args.command:
+        parser.print_help()
+        return 0
+    try:
+        return COMMANDS[args.command](args)
+    except BenchError as exc:
+        print(f"bench: error: {exc}", file=sys.stderr)
+        return 2
+    except KeyboardInterrupt:
+        print("bench: interrupted", file=sys.stderr)
+        return 130
+
+
+if __name__ == "__main__":
+    sys.exit(main())

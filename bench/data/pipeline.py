@@ -1,0 +1,123 @@
+"""From samples to batches: image loading, the transform chain, seeds and the DataLoader.
+
+Each sample's seed is derived from (run seed, epoch, index), so a transform chain gives
+the same image in any worker, in any order, on any rerun.
+"""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+from typing import Any
+
+import torch
+from torch.utils.data import DataLoader, Dataset
+
+from bench.data.layouts import Sample
+from bench.interfaces import TransformChain
+
+CAPTION_SIDECAR = "captions.json"
+
+
+def sample_seed(seed: int, epoch: int, index: int) -> int:
+    return (seed * 1_000_003 + epoch * 10_007 + index) % (2**31 - 1)
+
+
+class ImageDataset(Dataset):
+    """Loads RGB images and applies a chain; unreadable files come back as None (skipped)."""
+
+    def __init__(
+        self, samples: list[Sample], chain: TransformChain, *, train: bool, seed: int, epoch: int
+    ):
+        self.samples = samples
+        self.chain = chain
+        self.train = train
+        self.seed = seed
+        self.epoch = epoch
+
+    def __len__(self) -> int:
+        return len(self.samples)
+
+    def __getitem__(self, index: int) -> dict[str, Any] | None:
+        from PIL import Image, UnidentifiedImageError
+
+        sample = self.samples[index]
+        try:
+            with Image.open(sample.path) as im:
+                image = im.convert("RGB")
+        except (OSError, UnidentifiedImageError, ValueError) as exc:
+            return {"skip": sample.path, "reason": f"{type(exc).__name__}: {exc}"}
+        s = sample_seed(self.seed, self.epoch, index)
+        torch.manual_seed(s)  # for transforms that draw from torch's global generator
+        tensor = self.chain(image, train=self.train, seed=s)
+        return {
+            "image": tensor,
+            "label": float(sample.label),
+            "path": sample.path,
+            "generator": sample.generator,
+            "index": index,
+        }
+
+
+def collate(items: list[dict[str, Any]]) -> dict[str, Any]:
+    """Stack images; the paths of unreadable files travel in ``batch["skipped"]``."""
+    good = [it for it in items if "skip" not in it]
+    skipped = [f"{it['skip']} ({it['reason']})" for it in items if "skip" in it]
+    if not good:
+        return {"image": None, "label": None, "path": [], "generator": [], "skipped": skipped}
+    return {
+        "image": torch.stack([it["image"] for it in good]),
+        "label": torch.tensor([it["label"] for it in good], dtype=torch.float32),
+        "path": [it["path"] for it in good],
+        "generator": [it["generator"] for it in good],
+        "index": torch.tensor([it["index"] for it in good]),
+        "skipped": skipped,
+    }
+
+
+def make_loader(
+    samples: list[Sample],
+    chain: TransformChain,
+    *,
+    train: bool,
+    shuffle: bool,
+    batch_size: int,
+    epoch: int = 0,
+    drop_last: bool = False,
+    workers: int = 0,
+    seed: int = 0,
+) -> DataLoader:
+    """A DataLoader over ``samples`` whose order and augmentations depend only on the seeds."""
+    generator = torch.Generator().manual_seed(sample_seed(seed, epoch, 0))
+    return DataLoader(
+        ImageDataset(samples, chain, train=train, seed=seed, epoch=epoch),
+        batch_size=batch_size,
+        shuffle=shuffle,
+        drop_last=drop_last,
+        num_workers=workers,
+        collate_fn=collate,
+        generator=generator,
+        persistent_workers=False,
+    )
+
+
+def load_caption_sidecars(roots: list[str | Path]) -> dict[str, str]:
+    """Captions shipped beside a data set: ``<root>/captions.json`` maps relative path -> text.
+
+    Searched at each root and its parent (a demo's train/ and test/ share one file).
+    """
+    captions: dict[str, str] = {}
+    seen: set[Path] = set()
+    for root in roots:
+        root = Path(root).resolve()
+        base = root if root.is_dir() else root.parent
+        for folder in (base, base.parent):
+            file = folder / CAPTION_SIDECAR
+            if file in seen or not file.is_file():
+                continue
+            seen.add(file)
+            with open(file, encoding="utf-8") as fh:
+                data = json.load(fh)
+            for rel, text in data.items():
+                captions[str((folder / rel).resolve())] = str(text)
+    return captions

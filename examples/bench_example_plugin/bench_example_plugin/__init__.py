@@ -1,0 +1,1 @@
+"""An outside plugin for nsnet-bench: one detector, registered through `bench.plugins`."""

@@ -1,0 +1,128 @@
+"""The CLI through its console script, as a user runs it."""
+
+from __future__ import annotations
+
+import os
+import shutil
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import pytest
+
+BENCH = shutil.which("bench", path=str(Path(sys.executable).parent)) or "bench"
+ROOT = Path(__file__).resolve().parent.parent
+
+
+def bench(
+    *args: str, env: dict | None = None, cwd: Path | None = None
+) -> subprocess.CompletedProcess:
+    full_env = {**os.environ, **(env or {})}
+    return subprocess.run(
+        [BENCH, *args], capture_output=True, text=True, env=full_env, cwd=cwd, timeout=300
+    )
+
+
+def test_help_and_list_are_fast_and_import_no_torch():
+    t0 = time.perf_counter()
+    result = bench("list")
+    elapsed = time.perf_counter() - t0
+    assert result.returncode == 0, result.stderr
+    assert "spectral_logreg" in result.stdout
+    assert elapsed < 1.0
+    probe = subprocess.run(
+        [
+            sys.executable,
+            "-c",
+            "import sys; from bench.cli import main; main(['list']); "
+            "print('torch' in sys.modules, 'pandas' in sys.modules)",
+        ],
+        capture_output=True,
+        text=True,
+    )
+    assert probe.stdout.strip().splitlines()[-1] == "False False"
+
+
+def test_misspelt_detector_exits_2_with_one_line_suggestion():
+    result = bench("run", "--detector", "spectral_logrg")
+    assert result.returncode == 2
+    lines = [ln for ln in result.stderr.splitlines() if not ln.startswith("bench: warning")]
+    assert lines == [
+        "bench: error: unknown detector 'spectral_logrg'; did you mean 'spectral_logreg'?"
+    ]
+
+
+def test_unknown_option_and_bad_config_exit_2(tmp_path):
+    result = bench("run", "--detector", "spectral_logreg", "--opt", "spectral_logreg.bnis=3")
+    assert result.returncode == 2 and "did you mean 'spectral_logreg.bins'" in result.stderr
+    bad = tmp_path / "bad.toml"
+    bad.write_text("detector = 'spectral_logreg'\nepoch = 3\n")
+    result = bench("run", "--config", str(bad))
+    assert result.returncode == 2 and "unknown key(s)" in result.stderr
+
+
+def test_validate_passes():
+    result = bench("validate")
+    assert result.returncode == 0, result.stdout + result.stderr
+    assert "all components valid" in result.stdout
+
+
+def test_run_leaderboard_and_predict_through_the_console_script(
+    tmp_path, tiny_tree, tiny_test_tree
+):
+    config = tmp_path / "run.toml"
+    config.write_text(
+        f"detector = 'spectral_logreg'\ntrain = '{tiny_tree}'\ntest = ['{tiny_test_tree}']\n"
+        "epochs = 10\nworkers = 0\n[options.spectral_logreg]\nbins = 16\n"
+    )
+    out = tmp_path / "out"
+    result = bench("run", "--config", str(config), "--out", str(out), "--quiet")
+    assert result.returncode == 0, result.stderr
+    run_dir = Path(result.stdout.strip().splitlines()[-1])
+    assert (run_dir / "state.safetensors").is_file()
+    assert '"bins": 16' in (run_dir / "config.json").read_text()
+    board = bench("leaderboard", "--out", str(out), "--metric", "ap", "--format", "csv")
+    assert board.returncode == 0 and board.stdout.startswith("detector,train,gan_a,gan_b,mean")
+    fake = next((tiny_test_tree / "gan_a" / "1_fake").iterdir())
+    pred = bench("predict", "--run", str(run_dir), str(fake), "--device", "cpu")
+    assert pred.returncode == 0, pred.stderr
+    prob, path = pred.stdout.strip().split("\t")
+    assert 0.0 <= float(prob) <= 1.0 and path == str(fake)
+
+
+def test_outside_plugin_installed_through_entry_points(tmp_path):
+    """The README's worked example, installed for real into a throw-away target folder."""
+    target = tmp_path / "site"
+    install = subprocess.run(
+        [
+            sys.executable,
+            "-m",
+            "pip",
+            "install",
+            "--quiet",
+            "--no-deps",
+            "--no-index",
+            "--no-build-isolation",
+            "--target",
+            str(target),
+            str(ROOT / "examples" / "bench_example_plugin"),
+        ],
+        capture_output=True,
+        text=True,
+        timeout=300,
+    )
+    if install.returncode != 0:
+        pytest.fail(install.stderr)
+    env = {"PYTHONPATH": str(target)}
+    listed = bench("list", "detectors", env=env)
+    assert listed.returncode == 0
+    assert "mean_brightness  [example]" in listed.stdout.replace("  ", "  ")
+
+
+def test_bench_data_demo_prints_its_folder_last(tmp_path):
+    pytest.importorskip("bench.demo")
+    result = bench("data", "demo", env={"BENCH_CACHE": os.environ["BENCH_CACHE"]})
+    assert result.returncode == 0, result.stderr
+    root = Path(result.stdout.strip().splitlines()[-1])
+    assert (root / "train").is_dir() and (root / "test").is_dir()
