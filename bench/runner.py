@@ -41,10 +41,12 @@ class RunSpec:
     progress: bool = True
     metric: str = "acc"
     train_name: str | None = None
+    #: Leaderboard row label; default ``detector+addon1+addon2`` in the order given.
+    name: str | None = None
 
     @property
     def label(self) -> str:
-        return "+".join([self.detector, *self.addons])
+        return self.name or "+".join([self.detector, *self.addons])
 
 
 @dataclass
