@@ -1,0 +1,1 @@
+"""Pretrained backbones shared by plugins (CLIP through open_clip)."""

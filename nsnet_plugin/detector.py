@@ -1,0 +1,327 @@
+"""NS-Net: LoRA-tuned CLIP image features, projected onto the NULL-space of caption
+features, trained with (1 − λ)·SupCon + λ·BCE and read by a linear head.
+
+Pipeline per image: Patch Selection (or a crop) -> CLIP mean/std -> U = LoRA-CLIP image
+embedding -> U P (P from the batch's caption features in training) -> feature addons ->
+Linear(d, 1). The paper's Table-4 switches are options: ``patch_selection``,
+``nullspace`` ("none" = off) and ``contrastive``.
+
+Test images have no captions in the paper's protocol, so in "batch" mode evaluation uses a
+fixed P estimated from all training captions (``eval_projection = "fixed"``, saved with the
+run) or no projection (``eval_projection = "none"``).
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+import torch
+from torch import nn
+
+from bench.errors import BenchError
+from bench.interfaces import (
+    CLIP_MEAN,
+    CLIP_STD,
+    Batch,
+    Detector,
+    RunContext,
+    TrainData,
+    TransformChain,
+)
+from nsnet_plugin.captions import (
+    MISSING_POLICIES,
+    PROVIDERS,
+    CaptionBank,
+    blip_source,
+    captions_for,
+)
+from nsnet_plugin.lora import MODES as LORA_MODES
+from nsnet_plugin.lora import apply_lora, load_lora_state, lora_parameters, lora_state
+from nsnet_plugin.losses import nsnet_loss
+from nsnet_plugin.nullspace import NullSpace, project
+
+NAME = "nsnet"
+NULLSPACE_MODES = ("batch", "fixed", "none")
+EVAL_PROJECTIONS = ("fixed", "none")
+QUICK_GELU = ("auto", "true", "false")
+
+
+def _choice(options: dict[str, Any], key: str, allowed: tuple[str, ...]) -> str:
+    value = str(options[key]).lower()
+    if value not in allowed:
+        raise BenchError(
+            f"option {NAME}.{key} must be one of {', '.join(allowed)}, got {options[key]!r}"
+        )
+    return value
+
+
+def _positive_or_none(value: Any) -> Any:
+    """TOML has no null: 0 (or less) in an option means "not set" (the library default)."""
+    return value if value and value > 0 else None
+
+
+class NSNet(Detector):
+    """NS-Net (the paper's reference implementation); construction loads nothing."""
+
+    provides = frozenset({"features", "clip-text"})
+
+    def __init__(self, options: dict[str, Any]):
+        super().__init__(options)
+        o = self.options
+        self.nullspace_mode = _choice(o, "nullspace", NULLSPACE_MODES)
+        self.eval_projection = _choice(o, "eval_projection", EVAL_PROJECTIONS)
+        self.lora_mode = _choice(o, "lora_mode", LORA_MODES)
+        _choice(o, "captions", PROVIDERS)
+        _choice(o, "missing_captions", MISSING_POLICIES)
+        quick = _choice(o, "quick_gelu", QUICK_GELU)
+        self.quick_gelu = None if quick == "auto" else quick == "true"
+        if not 0.0 <= float(o["lam"]) <= 1.0:
+            raise BenchError(f"option {NAME}.lam must be in [0, 1], got {o['lam']}")
+        if float(o["temperature"]) <= 0:
+            raise BenchError(f"option {NAME}.temperature must be > 0, got {o['temperature']}")
+        fixed_energy = _positive_or_none(float(o["fixed_energy"]))
+        self.nullspace = NullSpace(
+            self.nullspace_mode,  # type: ignore[arg-type]
+            rtol=_positive_or_none(float(o["rtol"])),
+            max_rank=_positive_or_none(int(o["max_rank"])),
+            fixed_k=None if fixed_energy else _positive_or_none(int(o["fixed_k"])),
+            fixed_energy=fixed_energy,
+        )
+        self.backbone: Any = None
+        self.head: nn.Linear | None = None
+        self.bank: CaptionBank | None = None
+        self._training = False
+
+    # --- declared input -------------------------------------------------------------
+    @property
+    def input_size(self) -> int:
+        if self.backbone is not None:
+            return int(self.backbone.image_size)
+        return _config_image_size(str(self.options["model"]))
+
+    @property
+    def normalization(self) -> tuple[tuple[float, ...], tuple[float, ...]]:
+        if self.backbone is not None:
+            return tuple(self.backbone.mean), tuple(self.backbone.std)
+        return CLIP_MEAN, CLIP_STD
+
+    def base_transforms(self, train: bool) -> TransformChain:
+        from bench.builtin.transforms import CenterCrop, HorizontalFlip, RandomCrop, ToTensor
+
+        size = self.input_size
+        if self.options["patch_selection"]:
+            from nsnet_plugin.patch_selection import PatchSelect
+
+            geometry = PatchSelect(
+                out_size=size,
+                patch_size=int(self.options["patch_size"]),
+                small_image=str(self.options["small_image"]),  # type: ignore[arg-type]
+                odd_tile=str(self.options["odd_tile"]),  # type: ignore[arg-type]
+            )
+        else:
+            geometry = RandomCrop(size) if train else CenterCrop(size)
+        steps = [geometry]
+        if self.options["hflip"]:
+            steps.append(HorizontalFlip())
+        mean, std = self.normalization
+        steps.append(ToTensor(mean, std))
+        return TransformChain(steps)
+
+    # --- life cycle -------------------------------------------------------------------
+    def setup(self, ctx: RunContext) -> None:
+        """Load CLIP (the heavy part), add LoRA to its image tower, build the head."""
+        from bench.backbones.clip import load_clip
+
+        o = self.options
+        if self.needs_captions() and o["captions"] == "blip":
+            blip_source(str(o["caption_model"]), f"{NAME}.caption_model")  # fail before CLIP
+        self.backbone = load_clip(
+            str(o["model"]),
+            str(o["pretrained"]),
+            ctx.device,
+            quick_gelu=self.quick_gelu,
+            option=f"{NAME}.pretrained",
+        )
+        apply_lora(
+            self.backbone.visual,
+            int(o["lora_r"]),
+            float(o["lora_alpha"]),
+            float(o["lora_dropout"]),
+            mode=self.lora_mode,
+            targets=tuple(o["lora_targets"]),
+        )
+        self.head = nn.Linear(self.backbone.embed_dim, 1).to(ctx.device)
+        self.bank = CaptionBank(self.encode_text)
+        self.train_mode(False)
+
+    def _require_setup(self) -> None:
+        if self.backbone is None or self.head is None:
+            raise RuntimeError("NSNet.setup(ctx) must run first")
+
+    def needs_captions(self) -> bool:
+        return self.nullspace_mode != "none"
+
+    def prepare_captions(self, samples: list[Any], ctx: RunContext) -> None:
+        """Caption the training samples and fit the fixed P (what evaluation uses).
+
+        Nothing happens with ``nullspace = "none"``: that ablation needs no captions.
+        """
+        self._require_setup()
+        if not self.needs_captions():
+            return
+        assert self.bank is not None
+        self.bank.set(captions_for(samples, self.options, ctx, NAME))
+        if self.nullspace_mode == "fixed" or self.eval_projection == "fixed":
+            V = self.bank.distinct()
+            P = self.nullspace.fit_fixed(V)
+            if P is not None:
+                kept = round(float(torch.trace(P.double())))
+                ctx.log(
+                    f"{NAME}: fixed projector from {V.shape[0]} distinct training captions "
+                    f"keeps {kept} of {P.shape[0]} dimensions"
+                )
+
+    def fit(self, train: TrainData, ctx: RunContext) -> list[float]:
+        """Captions (and the fixed P) first, then the standard loop."""
+        from bench.training import fit_loop
+
+        self.prepare_captions(train.samples, ctx)
+        return fit_loop(self, train, ctx)
+
+    def configure_optimizer(self) -> torch.optim.Optimizer:
+        self._require_setup()
+        params = lora_parameters(self.backbone.visual) + list(self.head.parameters())
+        return torch.optim.Adam(params, lr=float(self.options["lr"]))
+
+    # --- forward ------------------------------------------------------------------------
+    def extract_features(self, images: torch.Tensor) -> torch.Tensor:
+        """U: the LoRA-CLIP image embedding (before any projection)."""
+        self._require_setup()
+        return self.backbone.encode_image(images)
+
+    def _project(self, U: torch.Tensor, batch: Batch | None, training: bool) -> torch.Tensor:
+        if self.nullspace_mode == "none":
+            return U
+        if training and self.nullspace_mode == "batch":
+            assert self.bank is not None and batch is not None
+            V = self.bank.for_paths(list(batch["path"]))
+            # the SVD and Ñ Ñᵀ in float32/64 even under bf16 autocast: a bf16 P is no projector
+            with torch.autocast(device_type=U.device.type, enabled=False):
+                P = self.nullspace.projector_for_batch(V.float())
+            return project(U, P)
+        if training:
+            return self.nullspace(U, None, training=True)
+        if self.eval_projection == "none":
+            return U
+        if self.nullspace.fixed is None:
+            raise BenchError(
+                f"{NAME}: no fixed projector for evaluation (train first, load a saved state, "
+                f"or set --opt {NAME}.eval_projection=none)"
+            )
+        return self.nullspace(U, None, training=False)
+
+    def _features_and_logits(
+        self, batch: Batch, training: bool
+    ) -> tuple[torch.Tensor, torch.Tensor]:
+        U = self.extract_features(batch["image"])
+        f = self.apply_feature_hooks(self._project(U, batch, training), batch)
+        return f, self.head(f).squeeze(1)
+
+    def training_step(self, batch: Batch) -> torch.Tensor:
+        features, logits = self._features_and_logits(batch, training=True)
+        loss, parts = nsnet_loss(
+            features,
+            logits,
+            batch["label"],
+            lam=float(self.options["lam"]),
+            temperature=float(self.options["temperature"]),
+            contrastive=bool(self.options["contrastive"]),
+        )
+        self.last_loss_parts = {k: float(v) for k, v in parts.items()}
+        return loss
+
+    @torch.no_grad()
+    def predict_proba(self, batch: Batch) -> torch.Tensor:
+        _, logits = self._features_and_logits(batch, training=False)
+        return torch.sigmoid(logits.float())
+
+    def encode_text(self, texts: list[str]) -> torch.Tensor:
+        """Frozen CLIP text features (n, d), in the image embedding's space."""
+        self._require_setup()
+        return self.backbone.encode_text(list(texts))
+
+    def is_training(self) -> bool:
+        return self._training
+
+    def train_mode(self, mode: bool) -> None:
+        """Only the image tower (LoRA dropout) and the head switch; the rest stays frozen."""
+        self._training = bool(mode)
+        if self.backbone is not None:
+            self.backbone.visual.train(mode)
+        if self.head is not None:
+            self.head.train(mode)
+
+    # --- saved state ---------------------------------------------------------------------
+    def trainable_state(self) -> dict[str, torch.Tensor]:
+        """LoRA, head and the fitted fixed projector; the rest is rebuilt from the options."""
+        self._require_setup()
+        state = {f"lora.{k}": v for k, v in lora_state(self.backbone.visual).items()}
+        state.update(
+            {f"head.{k}": v.detach().cpu().clone() for k, v in self.head.state_dict().items()}
+        )
+        state.update({f"nullspace.{k}": v for k, v in self.nullspace.state().items()})
+        return state
+
+    def load_trainable_state(self, state: dict[str, torch.Tensor]) -> None:
+        self._require_setup()
+        load_lora_state(self.backbone.visual, _under(state, "lora."))
+        head = _under(state, "head.")
+        try:
+            self.head.load_state_dict(head)
+        except RuntimeError as exc:
+            raise BenchError(
+                f"saved {NAME} head does not fit this model: {str(exc).splitlines()[0]}"
+            ) from None
+        device = self.head.weight.device
+        self.nullspace.load_state({k: v.to(device) for k, v in _under(state, "nullspace.").items()})
+
+    def describe(self) -> dict[str, Any]:
+        o = self.options
+        facts: dict[str, Any] = {
+            "backbone": f"{o['model']}/{o['pretrained'] or 'random'}",
+            "random_weights": str(o["pretrained"]).strip().lower() in {"", "none", "random"},
+        }
+        if self.backbone is not None:
+            facts.update(self.backbone.describe())
+        targets = "in_proj+out_proj" if self.lora_mode == "mha" else "+".join(o["lora_targets"])
+        facts["lora"] = (
+            f"{self.lora_mode} on {targets}, r={o['lora_r']} alpha={o['lora_alpha']} "
+            f"dropout={o['lora_dropout']}"
+            + (" (peft ignores dropout in mha mode)" if self.lora_mode == "mha" else "")
+        )
+        facts["nullspace"] = (
+            f"{self.nullspace_mode} (evaluation: {self.eval_projection})"
+            if self.nullspace_mode != "none"
+            else "none"
+        )
+        facts["captions"] = o["captions"] if self.needs_captions() else "not used"
+        return facts
+
+
+def _under(state: dict[str, torch.Tensor], prefix: str) -> dict[str, torch.Tensor]:
+    return {k[len(prefix) :]: v for k, v in state.items() if k.startswith(prefix)}
+
+
+def _config_image_size(model: str) -> int:
+    """The model's input side from its open_clip config (no weights): cheap before setup."""
+    from bench.backbones.clip import register_tiny_config
+
+    try:
+        import open_clip
+
+        register_tiny_config()
+        cfg = open_clip.get_model_config(model) or {}
+    except Exception:  # an unknown model is reported by setup, in one line
+        return 224
+    size = cfg.get("vision_cfg", {}).get("image_size", 224)
+    return int(size[0] if isinstance(size, list | tuple) else size)
