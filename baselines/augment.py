@@ -1,0 +1,156 @@
+"""Method-specific transform steps of the baselines (the core's crops and flips are reused).
+
+Every step is deterministic given the seed the chain hands it, so a cached feature of
+"view v of image x" is well defined, and has a ``repr`` that names all its parameters,
+because ``TransformChain.describe()`` (a cache key) is built from those reprs.
+Library transforms do the image work wherever one exists: albumentations for blur and
+JPEG, torchvision for rotation and colour jitter. SAFE's RandomMask has no library
+equivalent (torchvision's RandomErasing erases one rectangle, not a set of grid patches),
+so it is written here.
+"""
+
+from __future__ import annotations
+
+import random
+from collections.abc import Sequence
+from typing import Any
+
+from bench.interfaces import Transform
+
+
+class ResizeShorter(Transform):
+    """Shorter side to ``size``, aspect kept (UnivFD's ``TF.resize(img, 256)``, bilinear).
+
+    The long side is truncated as torchvision does (``int(size * long / short)``); PIL's
+    bilinear filter antialiases when it shrinks, like torchvision's on PIL images.
+    """
+
+    role = "geometry"
+
+    def __init__(self, size: int, interpolation: str = "bilinear"):
+        self.size = int(size)
+        self.interpolation = interpolation
+
+    def __call__(self, image: Any, *, train: bool, seed: int) -> Any:
+        from PIL import Image
+
+        w, h = image.size
+        short, long = min(w, h), max(w, h)
+        if short == self.size:
+            return image
+        new_long = int(self.size * long / short)
+        target = (self.size, new_long) if w <= h else (new_long, self.size)
+        resample = Image.Resampling[self.interpolation.upper()]
+        return image.resize(target, resample)
+
+    def __repr__(self) -> str:
+        return f"ResizeShorter(size={self.size}, interpolation={self.interpolation!r})"
+
+
+class BlurJpeg(Transform):
+    """UnivFD's train-time degradation: Gaussian blur, then JPEG, each with its probability.
+
+    UnivFD blurs with scipy (σ ~ U[0, 3]) and compresses with cv2 or PIL at random
+    (quality 30..100). Here albumentations does both: its GaussianBlur (kernel radius 3.5σ,
+    as PIL) and its cv2-based ImageCompression. albumentations cannot blur with σ = 0
+    exactly (its kernel divides by σ), so the lower bound is clamped to 1e-3; every σ below
+    2/7 is a one-tap kernel, an identity, as σ = 0 is. Evaluation leaves images untouched.
+    """
+
+    def __init__(
+        self,
+        blur_p: float = 0.5,
+        sigma: Sequence[float] = (0.0, 3.0),
+        jpeg_p: float = 0.5,
+        quality: Sequence[int] = (30, 100),
+    ):
+        import albumentations as A
+
+        self.blur_p = float(blur_p)
+        self.sigma = (float(sigma[0]), float(sigma[1]))
+        self.jpeg_p = float(jpeg_p)
+        self.quality = (int(quality[0]), int(quality[1]))
+        self._compose = A.Compose(
+            [
+                A.GaussianBlur(
+                    sigma_limit=(max(self.sigma[0], 1e-3), max(self.sigma[1], 1e-3)),
+                    blur_limit=0,
+                    p=self.blur_p,
+                ),
+                A.ImageCompression(quality_range=self.quality, p=self.jpeg_p),
+            ]
+        )
+
+    def __call__(self, image: Any, *, train: bool, seed: int) -> Any:
+        if not train or (self.blur_p <= 0 and self.jpeg_p <= 0):
+            return image
+        import numpy as np
+        from PIL import Image
+
+        self._compose.set_random_seed(seed)
+        out = self._compose(image=np.asarray(image.convert("RGB")))["image"]
+        return Image.fromarray(out)
+
+    def __repr__(self) -> str:
+        return (
+            f"BlurJpeg(blur_p={self.blur_p}, sigma={self.sigma}, "
+            f"jpeg_p={self.jpeg_p}, quality={self.quality})"
+        )
+
+
+class TorchvisionStep(Transform):
+    """A random torchvision transform, run at train time only under a seeded torch RNG.
+
+    torchvision draws its parameters from torch's global generator; forking it keeps the
+    draw a function of the chain's seed and leaves the caller's RNG state untouched.
+    """
+
+    def __init__(self, transform: Any):
+        self.transform = transform
+
+    def __call__(self, image: Any, *, train: bool, seed: int) -> Any:
+        if not train:
+            return image
+        import torch
+
+        with torch.random.fork_rng(devices=[]):
+            torch.manual_seed(seed)
+            return self.transform(image)
+
+    def __repr__(self) -> str:
+        return f"TorchvisionStep({self.transform!r})"
+
+
+class RandomMask(Transform):
+    """SAFE's RandomMask on a (C, H, W) tensor: zero random grid patches, train time only.
+
+    With probability ``p``, draw a ratio r ~ U(ratio) and zero ⌊H·W·r / s²⌋ distinct
+    cells of the s×s grid (SAFE's rejection loop draws the same uniform set of cells).
+    """
+
+    def __init__(self, p: float = 0.5, patch: int = 16, ratio: Sequence[float] = (0.0, 0.75)):
+        self.p = float(p)
+        self.patch = int(patch)
+        self.ratio = (float(ratio[0]), float(ratio[1]))
+
+    def __call__(self, image: Any, *, train: bool, seed: int) -> Any:
+        if not train:
+            return image
+        rng = random.Random(seed)
+        if rng.random() >= self.p:
+            return image
+        _, h, w = image.shape
+        rows, cols = h // self.patch, w // self.patch
+        ratio = rng.uniform(*self.ratio)
+        count = min(int(h * w * ratio / self.patch**2), rows * cols)
+        if count == 0:
+            return image
+        out = image.clone()
+        s = self.patch
+        for cell in rng.sample(range(rows * cols), count):
+            top, left = (cell // cols) * s, (cell % cols) * s
+            out[:, top : top + s, left : left + s] = 0
+        return out
+
+    def __repr__(self) -> str:
+        return f"RandomMask(p={self.p}, patch={self.patch}, ratio={self.ratio})"
