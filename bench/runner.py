@@ -305,7 +305,7 @@ def load_state(path: Path, detector: Any, addons: list) -> None:
 def evaluate(detector, samples, factory, run_dir: Path, ctx, spec: RunSpec) -> None:
     """Stream predictions to predictions.csv, then write per-generator metrics.csv."""
     import torch
-    from tqdm.auto import tqdm
+    from tqdm import tqdm
 
     from bench.metrics import per_generator_metrics
     from bench.training import autocast, to_device

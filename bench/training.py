@@ -31,7 +31,7 @@ def to_device(batch: dict, device: str) -> dict:
 
 def fit_loop(detector: Detector, train: TrainData, ctx: RunContext) -> list[float]:
     """Train with ``detector.training_step`` for ``train.epochs``; returns per-step losses."""
-    from tqdm.auto import tqdm
+    from tqdm import tqdm
 
     optimizer = detector.configure_optimizer()
     chain = detector.transforms(train=True)

@@ -27,18 +27,16 @@ PNG_MAGIC = b"\x89PNG\r\n\x1a\n"
 
 @pytest.fixture(scope="module")
 def demo(tmp_path_factory: pytest.TempPathFactory) -> Path:
-    """The default demo (seed 0), built once into a private cache root."""
+    """The default demo (seed 0), built once in the session's cache (shared with the CLI test)."""
     import torch
 
     threads, det = torch.get_num_threads(), torch.are_deterministic_algorithms_enabled()
-    with pytest.MonkeyPatch.context() as mp:
-        mp.setenv("BENCH_CACHE", str(tmp_path_factory.mktemp("cache")))
-        root = build_demo(seed=0, progress=False)
-        assert root == demo_root(0)
-        # Cached: a second call returns the same folder without rebuilding.
-        stamp = (root / "manifest.json").stat().st_mtime_ns
-        assert build_demo(seed=0, progress=False) == root
-        assert (root / "manifest.json").stat().st_mtime_ns == stamp
+    root = build_demo(seed=0, progress=False)
+    assert root == demo_root(0)
+    # Cached: a second call returns the same folder without rebuilding.
+    stamp = (root / "manifest.json").stat().st_mtime_ns
+    assert build_demo(seed=0, progress=False) == root
+    assert (root / "manifest.json").stat().st_mtime_ns == stamp
     # The build restores torch's global settings.
     assert torch.get_num_threads() == threads
     assert torch.are_deterministic_algorithms_enabled() == det
