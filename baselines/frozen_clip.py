@@ -253,7 +253,7 @@ class FrozenClipDetector(Detector):
         return DataLoader(rows, batch_size=batch_size, shuffle=True, generator=generator)
 
     def _fit_cached(self, train: TrainData, ctx: RunContext) -> list[float]:
-        from bench.training import autocast
+        from bench.training import train_step
 
         self._ctx = ctx
         samples = train.samples
@@ -295,18 +295,7 @@ class FrozenClipDetector(Detector):
                         "generator": [samples[i].generator for i in idx.tolist()],
                         "index": idx,
                     }
-                    with autocast(ctx):
-                        loss = self.training_step(batch)
-                    if not torch.isfinite(loss):
-                        raise BenchError(
-                            f"training diverged: loss is {loss.item()} at epoch {epoch + 1}"
-                        )
-                    optimizer.zero_grad(set_to_none=True)
-                    loss.backward()
-                    optimizer.step()
-                    if scheduler is not None:
-                        scheduler.step()
-                    losses.append(float(loss.detach()))
+                    losses.append(train_step(self, batch, optimizer, scheduler, ctx, epoch))
                 tail = losses[-steps_per_epoch:] or [math.nan]
                 ctx.log(
                     f"epoch {epoch + 1}/{epochs} (feature view {view + 1}/{n_views}): "

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import contextlib
 import math
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, Any
 
 import torch
 
@@ -47,18 +47,7 @@ def fit_loop(detector: Detector, train: TrainData, ctx: RunContext) -> list[floa
                 if batch["image"] is None:
                     continue
                 batch = to_device(batch, ctx.device)
-                with autocast(ctx):
-                    loss = detector.training_step(batch)
-                if not torch.isfinite(loss):
-                    raise BenchError(
-                        f"training diverged: loss is {loss.item()} at epoch {epoch + 1}"
-                    )
-                optimizer.zero_grad(set_to_none=True)
-                loss.backward()
-                optimizer.step()
-                if scheduler is not None:
-                    scheduler.step()
-                losses.append(float(loss.detach()))
+                losses.append(train_step(detector, batch, optimizer, scheduler, ctx, epoch))
                 bar.set_postfix(loss=f"{losses[-1]:.4f}")
             ctx.log(
                 f"epoch {epoch + 1}/{train.epochs}: mean loss {mean_tail(losses, steps_per_epoch):.4f}"
@@ -66,6 +55,22 @@ def fit_loop(detector: Detector, train: TrainData, ctx: RunContext) -> list[floa
     finally:
         detector.train_mode(False)
     return losses
+
+
+def train_step(
+    detector: Detector, batch: dict, optimizer: Any, scheduler: Any, ctx: RunContext, epoch: int
+) -> float:
+    """One optimiser step on ``detector.training_step``; a non-finite loss stops the run."""
+    with autocast(ctx):
+        loss = detector.training_step(batch)
+    if not torch.isfinite(loss):
+        raise BenchError(f"training diverged: loss is {loss.item()} at epoch {epoch + 1}")
+    optimizer.zero_grad(set_to_none=True)
+    loss.backward()
+    optimizer.step()
+    if scheduler is not None:
+        scheduler.step()
+    return float(loss.detach())
 
 
 def mean_tail(values: list[float], n: int) -> float:
