@@ -285,7 +285,7 @@ def blip_source(model_id: str, option: str = "<detector>.caption_model") -> tupl
     A local folder, else the hub cache, else a download when the hub can be reached.
     Cheap, so a run can check it before loading CLIP.
     """
-    from bench.backbones.clip import cached_hub_file, hf_cache_dir, host_reachable, hub_offline
+    from bench.backbones.hub import cached_hub_file, hf_cache_dir, host_reachable, hub_offline
 
     if os.path.isdir(os.path.expanduser(model_id)):
         return os.path.expanduser(model_id), {}

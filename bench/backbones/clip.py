@@ -21,7 +21,6 @@ import contextlib
 import json
 import logging
 import os
-import socket
 import zipfile
 from collections.abc import Iterator
 from dataclasses import dataclass, field
@@ -31,6 +30,7 @@ from typing import Any
 import torch
 from torch import nn
 
+from bench.backbones.hub import cached_hub_file, hf_cache_dir, host_reachable, hub_offline
 from bench.errors import BenchError
 
 #: A tiny random-weight CLIP for tests and the CPU demo (config shipped beside this file).
@@ -51,8 +51,6 @@ CHECKPOINT_NAMES = (
 #: open_clip's file names in a hub repository (and the safetensors twin it prefers).
 HUB_WEIGHTS = "open_clip_pytorch_model.bin"
 HUB_SAFE_WEIGHTS = "open_clip_model.safetensors"
-#: How long the reachability probe waits before calling the machine offline.
-PROBE_TIMEOUT_S = 3.0
 TEXT_BATCH = 256
 
 
@@ -74,51 +72,6 @@ class Weights:
     quick_gelu: bool = False
     preprocess: dict[str, Any] = field(default_factory=dict)
     label: str = ""  # what was loaded, stable across runs: the backbone's identity
-
-
-def _truthy_env(name: str) -> bool:
-    return os.environ.get(name, "").strip().upper() in {"1", "ON", "YES", "TRUE"}
-
-
-def hub_offline() -> bool:
-    """HF_HUB_OFFLINE read now (huggingface_hub reads it only when first imported)."""
-    if _truthy_env("HF_HUB_OFFLINE") or _truthy_env("TRANSFORMERS_OFFLINE"):
-        return True
-    try:
-        from huggingface_hub import constants
-    except ImportError:
-        return False
-    return bool(constants.HF_HUB_OFFLINE)
-
-
-def host_reachable(host: str, timeout: float = PROBE_TIMEOUT_S) -> bool:
-    """A TCP connection to host:443 within ``timeout``: a fast stand-in for hub retries."""
-    try:
-        with socket.create_connection((host, 443), timeout=timeout):
-            return True
-    except OSError:
-        return False
-
-
-def hf_cache_dir() -> str:
-    """The Hugging Face hub cache, from the environment as it is now."""
-    if os.environ.get("HF_HUB_CACHE"):
-        return os.path.expanduser(os.environ["HF_HUB_CACHE"])
-    if os.environ.get("HF_HOME"):
-        return os.path.join(os.path.expanduser(os.environ["HF_HOME"]), "hub")
-    xdg = os.environ.get("XDG_CACHE_HOME") or os.path.join(os.path.expanduser("~"), ".cache")
-    return os.path.join(xdg, "huggingface", "hub")
-
-
-def cached_hub_file(repo_id: str, filenames: list[str]) -> str | None:
-    """The first of ``filenames`` already in the hub cache, without touching the network."""
-    from huggingface_hub import try_to_load_from_cache
-
-    for name in filenames:
-        found = try_to_load_from_cache(repo_id, name, cache_dir=hf_cache_dir())
-        if isinstance(found, str) and os.path.isfile(found):
-            return found
-    return None
 
 
 def _hub_filenames(filename: str) -> list[str]:
