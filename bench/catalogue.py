@@ -7,12 +7,11 @@ under its name, through the same ``register`` callback an outside plugin uses.
 from __future__ import annotations
 
 import os
-import tomllib
 from functools import cache
 from pathlib import Path
 from typing import Any
 
-from bench.errors import BenchError
+from bench.options import read_toml
 
 KIND_TABLES = {"detector": "detectors", "addon": "addons", "transform": "transforms"}
 
@@ -25,14 +24,7 @@ def catalogue_path() -> Path:
 
 @cache
 def load_catalogue(path: str | None = None) -> dict[str, Any]:
-    file = Path(path) if path else catalogue_path()
-    try:
-        with open(file, "rb") as fh:
-            return tomllib.load(fh)
-    except FileNotFoundError:
-        raise BenchError(f"registry catalogue not found: {file}") from None
-    except tomllib.TOMLDecodeError as exc:
-        raise BenchError(f"registry catalogue {file} is not valid TOML: {exc}") from None
+    return read_toml(Path(path) if path else catalogue_path(), "registry catalogue")
 
 
 def register_catalogue(register: Any, plugin: str) -> None:

@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import argparse
 import sys
-import tomllib
 from pathlib import Path
 from typing import Any
 
@@ -96,16 +95,6 @@ def build_parser() -> argparse.ArgumentParser:
     return parser
 
 
-def load_config_file(path: str) -> dict[str, Any]:
-    try:
-        with open(path, "rb") as fh:
-            return tomllib.load(fh)
-    except FileNotFoundError:
-        raise BenchError(f"config file not found: {path}") from None
-    except tomllib.TOMLDecodeError as exc:
-        raise BenchError(f"config file {path} is not valid TOML: {exc}") from None
-
-
 CONFIG_KEYS = {
     "detector",
     "addons",
@@ -125,10 +114,10 @@ CONFIG_KEYS = {
 
 
 def spec_from_args(args: argparse.Namespace) -> Any:
-    from bench.options import parse_opt_flags
+    from bench.options import parse_opt_flags, read_toml
     from bench.runner import RunSpec
 
-    cfg = load_config_file(args.config) if args.config else {}
+    cfg = read_toml(args.config, "config file") if args.config else {}
     unknown = sorted(set(cfg) - CONFIG_KEYS)
     if unknown:
         raise BenchError(

@@ -8,9 +8,21 @@ from __future__ import annotations
 
 import difflib
 import tomllib
+from pathlib import Path
 from typing import Any
 
 from bench.errors import BenchError
+
+
+def read_toml(path: str | Path, what: str) -> dict[str, Any]:
+    """A TOML file as a dict; missing or malformed files are one-line errors naming ``what``."""
+    try:
+        with open(path, "rb") as fh:
+            return tomllib.load(fh)
+    except FileNotFoundError:
+        raise BenchError(f"{what} not found: {path}") from None
+    except tomllib.TOMLDecodeError as exc:
+        raise BenchError(f"{what} {path} is not valid TOML: {exc}") from None
 
 
 def parse_value(text: str) -> Any:

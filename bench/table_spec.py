@@ -8,12 +8,12 @@ Import-light (stdlib only): the CLI loads this at `bench table` start-up.
 from __future__ import annotations
 
 import difflib
-import tomllib
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
 from bench.errors import BenchError
+from bench.options import read_toml
 
 PROJECT_ROOT = Path(__file__).resolve().parent.parent
 SPEC_DIR = PROJECT_ROOT / "benchmarks" / "tables"
@@ -93,10 +93,7 @@ def resolve_spec_path(spec: str | Path) -> Path:
 def load_spec(spec: str | Path) -> TableSpec:
     """Read and shape-check a spec; names are checked by `check_components`."""
     path = resolve_spec_path(spec)
-    try:
-        data = tomllib.loads(path.read_text(encoding="utf-8"))
-    except tomllib.TOMLDecodeError as exc:
-        raise BenchError(f"table spec {path} is not valid TOML: {exc}") from None
+    data = read_toml(path, "table spec")
     where = f"table spec {path.name}"
     _no_unknown(data, TOP_KEYS, where)
     metric = data.get("metric", "acc")
