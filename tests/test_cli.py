@@ -94,6 +94,8 @@ def test_run_leaderboard_and_predict_through_the_console_script(
 def test_outside_plugin_installed_through_entry_points(tmp_path):
     """The README's worked example, installed for real into a throw-away target folder."""
     target = tmp_path / "site"
+    source = tmp_path / "src"  # a copy, so the build leaves nothing in the checkout
+    shutil.copytree(ROOT / "examples" / "bench_example_plugin", source)
     install = subprocess.run(
         [
             sys.executable,
@@ -106,7 +108,7 @@ def test_outside_plugin_installed_through_entry_points(tmp_path):
             "--no-build-isolation",
             "--target",
             str(target),
-            str(ROOT / "examples" / "bench_example_plugin"),
+            str(source),
         ],
         capture_output=True,
         text=True,
