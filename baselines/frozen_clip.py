@@ -60,7 +60,6 @@ class FrozenClipDetector(Detector):
         self.backbone: Any = None
         self.head: nn.Module | None = None
         self.device = "cpu"
-        self._training = False
         self._ctx: RunContext | None = None
 
     # --- input ---------------------------------------------------------------------
@@ -174,11 +173,8 @@ class FrozenClipDetector(Detector):
 
         return torch.optim.lr_scheduler.LambdaLR(optimizer, factor)
 
-    def is_training(self) -> bool:
-        return self._training
-
     def train_mode(self, mode: bool) -> None:
-        self._training = bool(mode)
+        super().train_mode(mode)
         if self.head is not None:
             self.head.train(mode)
 

@@ -49,7 +49,6 @@ class SAFE(Detector):
     def __init__(self, options: dict[str, Any]):
         super().__init__(options)
         self.net: SafeNet | None = None
-        self._training = False
         self._batch_size: int | None = None
 
     @property
@@ -123,11 +122,8 @@ class SAFE(Detector):
     def predict_proba(self, batch: Batch) -> torch.Tensor:
         return torch.softmax(self.net(batch["image"]).float(), dim=1)[:, 1]
 
-    def is_training(self) -> bool:
-        return self._training
-
     def train_mode(self, mode: bool) -> None:
-        self._training = bool(mode)
+        super().train_mode(mode)
         self.net.train(mode)
 
     def trainable_state(self) -> dict[str, torch.Tensor]:

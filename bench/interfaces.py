@@ -116,6 +116,7 @@ class Detector(ABC):
         self.options = dict(options)
         self.feature_hooks: list[Addon] = []
         self.geometry_override: Addon | None = None
+        self._training = False
 
     # --- declared input -------------------------------------------------------------
     @property
@@ -176,10 +177,11 @@ class Detector(ABC):
         return features
 
     def is_training(self) -> bool:
-        return False
+        return self._training
 
     def train_mode(self, mode: bool) -> None:
-        """Switch networks between training and evaluation behaviour."""
+        """Switch between training and evaluation; subclasses also switch their networks."""
+        self._training = bool(mode)
 
     # --- saved state -----------------------------------------------------------------
     @abstractmethod

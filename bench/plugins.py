@@ -12,7 +12,6 @@ from typing import Any
 
 import pluggy
 
-from bench.errors import BenchError
 from bench.registry import Entry, Registry
 
 ENTRY_POINT_GROUP = "bench.plugins"
@@ -123,7 +122,6 @@ def reset() -> None:
 
 
 __all__ = [
-    "BenchError",
     "ENTRY_POINT_GROUP",
     "build_registry",
     "get_registry",

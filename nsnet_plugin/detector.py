@@ -90,7 +90,6 @@ class NSNet(Detector):
         self.backbone: Any = None
         self.head: nn.Linear | None = None
         self.bank: CaptionBank | None = None
-        self._training = False
 
     # --- declared input -------------------------------------------------------------
     @property
@@ -250,12 +249,9 @@ class NSNet(Detector):
         self._require_setup()
         return self.backbone.encode_text(list(texts))
 
-    def is_training(self) -> bool:
-        return self._training
-
     def train_mode(self, mode: bool) -> None:
         """Only the image tower (LoRA dropout) and the head switch; the rest stays frozen."""
-        self._training = bool(mode)
+        super().train_mode(mode)
         if self.backbone is not None:
             self.backbone.visual.train(mode)
         if self.head is not None:

@@ -45,7 +45,6 @@ class SpectralLogReg(Detector):
     def __init__(self, options: dict[str, Any]):
         super().__init__(options)
         self.net: nn.Module | None = None
-        self._training = False
 
     @property
     def input_size(self) -> int:
@@ -77,11 +76,8 @@ class SpectralLogReg(Detector):
     def predict_proba(self, batch: Batch) -> torch.Tensor:
         return torch.sigmoid(self.logits(batch).float())
 
-    def is_training(self) -> bool:
-        return self._training
-
     def train_mode(self, mode: bool) -> None:
-        self._training = mode
+        super().train_mode(mode)
         self.net.train(mode)
 
     def trainable_state(self) -> dict[str, torch.Tensor]:
