@@ -155,14 +155,18 @@ class FeatureStore:
         }
         name = f"shard-{time.time_ns()}-{os.getpid()}-{uuid.uuid4().hex[:8]}.safetensors"
         tmp = self.folder / f".{name}.tmp"
-        save_file(tensors, str(tmp))
-        os.replace(tmp, self.folder / name)
+        try:
+            save_file(tensors, str(tmp))
+            os.replace(tmp, self.folder / name)
+        except BaseException:  # a full disk or an interrupt leaves no temporary file
+            tmp.unlink(missing_ok=True)
+            raise
 
 
 def _atomic_write_text(path: Path, text: str) -> None:
-    tmp = path.with_name(f".{path.name}.{uuid.uuid4().hex[:8]}.tmp")
-    tmp.write_text(text, encoding="utf-8")
-    os.replace(tmp, path)
+    from bench.fileio import atomic_write_text
+
+    atomic_write_text(path, text, fsync=False)
 
 
 def cached_features(

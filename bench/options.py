@@ -16,13 +16,19 @@ from bench.errors import BenchError
 
 def read_toml(path: str | Path, what: str) -> dict[str, Any]:
     """A TOML file as a dict; missing or malformed files are one-line errors naming ``what``."""
+    from bench.fileio import open_regular
+
     try:
-        with open(path, "rb") as fh:
+        with open_regular(path) as fh:  # a folder or FIFO is refused, never read or waited on
             return tomllib.load(fh)
     except FileNotFoundError:
         raise BenchError(f"{what} not found: {path}") from None
+    except UnicodeDecodeError as exc:
+        raise BenchError(f"{what} {path} is not UTF-8 text (TOML must be): {exc}") from None
     except tomllib.TOMLDecodeError as exc:
         raise BenchError(f"{what} {path} is not valid TOML: {exc}") from None
+    except OSError as exc:
+        raise BenchError(f"{what} {path} cannot be read: {exc.strerror or exc}") from None
 
 
 def parse_value(text: str) -> Any:
