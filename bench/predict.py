@@ -111,8 +111,8 @@ def load_state_checked(run_dir: Path, detector: Any, addons: list) -> None:
 
 
 def _first_line(exc: BaseException) -> str:
-    text = str(exc).strip()
-    return text.splitlines()[0][:300] if text else type(exc).__name__
+    text = " ".join(str(exc).split())
+    return text[:300] if text else type(exc).__name__
 
 
 def load_run(run_dir: Path, device: str = "auto"):  # noqa: ANN201
@@ -126,18 +126,21 @@ def load_run(run_dir: Path, device: str = "auto"):  # noqa: ANN201
     device = check_device(device)
     config = read_run_config(run_dir)
     registry = get_registry()
-    det_entry = registry.get("detector", config["detector"]["name"])
-    options = merge_options(det_entry.name, det_entry.defaults, config["detector"]["options"])
-    det_cls = det_entry.load()
-    detector = det_cls(options)
-    addons = []
-    for item in config["addons"]:
-        entry = registry.get("addon", item["name"])
-        cls = entry.load()
-        cls.check_compatible(entry.name, det_entry.name, det_cls)
-        addon = cls(merge_options(entry.name, entry.defaults, item["options"]))
-        addon.attach(detector)
-        addons.append(addon)
+    try:  # names and options checked as for a new run, the run folder named in the error
+        det_entry = registry.get("detector", config["detector"]["name"])
+        options = merge_options(det_entry.name, det_entry.defaults, config["detector"]["options"])
+        det_cls = det_entry.load()
+        detector = det_cls(options)
+        addons = []
+        for item in config["addons"]:
+            entry = registry.get("addon", item["name"])
+            cls = entry.load()
+            cls.check_compatible(entry.name, det_entry.name, det_cls)
+            addon = cls(merge_options(entry.name, entry.defaults, item["options"]))
+            addon.attach(detector)
+            addons.append(addon)
+    except BenchError as exc:
+        raise BenchError(f"run folder {run_dir}: config.json: {exc}") from None
     dev, amp = choose_device(device)
     ctx = RunContext(device=dev, amp_dtype=amp, seed=config["seed"], log=lambda m: None)
     detector.setup(ctx)

@@ -104,7 +104,7 @@ def to_rgb(im: Any) -> Any:
 
 def load_rgb(path: str | os.PathLike[str]) -> Any:
     """The image at ``path`` as a fully decoded 8-bit RGB PIL image, or UnreadableImage."""
-    from PIL import Image
+    from PIL import Image, UnidentifiedImageError
 
     from bench.fileio import open_regular
 
@@ -117,6 +117,8 @@ def load_rgb(path: str | os.PathLike[str]) -> Any:
             with Image.open(fh) as im:
                 im.load()
                 return to_rgb(im)
+    except UnidentifiedImageError:
+        raise UnreadableImage(name, "not an image format PIL can identify") from None
     except Image.DecompressionBombError as exc:
         raise UnreadableImage(name, f"decompression bomb refused ({_one_line(exc)})") from None
     except OSError as exc:
