@@ -10,6 +10,7 @@ make them 0600, unreadable to the group that shares a results folder).
 
 from __future__ import annotations
 
+import codecs
 import contextlib
 import errno
 import os
@@ -20,6 +21,30 @@ from typing import BinaryIO
 
 #: Errors that mean the disk (or the user's quota) is full.
 DISK_FULL = frozenset({errno.ENOSPC, getattr(errno, "EDQUOT", errno.ENOSPC)})
+
+
+#: Encoding error handler for text outputs: a name that is not valid UTF-8 (held by Python as
+#: surrogate escapes) is written with its undecodable bytes as ``\xNN``, so the file stays
+#: UTF-8 and the name stays recognisable.
+ESCAPE_UNDECODABLE = "bench-escape-undecodable"
+
+
+def _escape_undecodable(exc: UnicodeError) -> tuple[str, int]:
+    if not isinstance(exc, UnicodeEncodeError):
+        raise exc
+    out = []
+    for char in exc.object[exc.start : exc.end]:
+        code = ord(char)
+        out.append(f"\\x{code - 0xDC00:02x}" if 0xDC80 <= code <= 0xDCFF else f"\\u{code:04x}")
+    return "".join(out), exc.end
+
+
+codecs.register_error(ESCAPE_UNDECODABLE, _escape_undecodable)
+
+
+def readable_name(text: str) -> str:
+    """``text`` with undecodable bytes of a file name as ``\\xNN`` (what the outputs show)."""
+    return text.encode("utf-8", ESCAPE_UNDECODABLE).decode("utf-8")
 
 
 class NotRegularFileError(OSError):

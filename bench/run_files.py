@@ -18,10 +18,15 @@ from pathlib import Path
 from typing import Any
 
 from bench.errors import BenchError, Terminated
-from bench.fileio import atomic_write_bytes, atomic_write_text, rewrite_in_place
+from bench.fileio import (
+    ESCAPE_UNDECODABLE,
+    atomic_write_bytes,
+    atomic_write_text,
+    rewrite_in_place,
+)
 
 #: How text files of a run encode names that are not valid UTF-8 (surrogate escapes).
-TEXT_ERRORS = "backslashreplace"
+TEXT_ERRORS = ESCAPE_UNDECODABLE
 SKIPPED_FILE = "skipped.txt"
 SKIPPED_COLUMNS = ("split", "path", "reason")
 

@@ -145,11 +145,16 @@ def choose_device(requested: str) -> tuple[str, Any]:
 
 
 def dataset_name(path: str) -> str:
-    """A short name for a train set: its folder, with the parent for generic names."""
+    """A short name for a train set: its folder, with the parent for generic names.
+
+    Undecodable bytes of a folder name show as ``\\xNN``: the name goes into text outputs.
+    """
+    from bench.fileio import readable_name
+
     p = Path(path).resolve()
     if p.name.lower() in {"train", "training", "val", "test"} and p.parent.name:
-        return f"{p.parent.name}/{p.name}"
-    return p.stem if p.is_file() else p.name
+        return readable_name(f"{p.parent.name}/{p.name}")
+    return readable_name(p.stem if p.is_file() else p.name)
 
 
 def new_run_id(label: str, train_name: str) -> str:

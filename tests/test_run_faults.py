@@ -213,3 +213,37 @@ def test_a_really_full_file_system(capsys, tmp_path, tiny_tree, tiny_test_tree, 
             assert config["status"] == "failed" and "No space left" in config["error"]
     finally:
         subprocess.run(["umount", str(disk)])
+
+
+@pytest.mark.skipif(sys.platform != "linux", reason="needs a file system with byte names")
+def test_non_utf8_file_and_folder_names_end_to_end(tmp_path, tiny_tree, tiny_test_tree):
+    """Names that are not UTF-8 (surrogate-escaped in Python) run, predict and are written."""
+    base = os.fsencode(tmp_path)
+    train, test = base + b"/train_\xe9", base + b"/test"
+    shutil.copytree(tiny_tree, os.fsdecode(train))
+    shutil.copytree(tiny_test_tree, os.fsdecode(test))
+    fake = test + b"/gan_a/1_fake"
+    os.rename(fake + b"/000.png", fake + b"/\xff\xfe.png")
+    (Path(os.fsdecode(fake)) / "junk_\udcff.png").write_bytes(b"junk")  # unreadable, listed
+    os.rename(test + b"/gan_b", test + b"/gen_\xe9")
+    out = tmp_path / "out"
+    argv = [sys.executable, "-c", "import sys; from bench.cli import main; sys.exit(main())"]
+    argv += ["run", "--detector", "spectral_logreg", "--train", os.fsdecode(train), "--quiet"]
+    argv += ["--test", os.fsdecode(test), "--out", str(out), "--workers", "0", "--epochs", "2"]
+    env = {**os.environ, "PYTHONPATH": str(ROOT)}
+    done = subprocess.run(argv, capture_output=True, env=env)
+    assert done.returncode == 0, done.stderr.decode(errors="replace")
+    run_dir = Path(os.fsdecode(done.stdout.strip().splitlines()[-1]))
+    config = json.loads((run_dir / "config.json").read_text(encoding="utf-8"))
+    assert config["status"] == "finished" and config["train_name"] == "train_\\xe9"
+    predictions = (run_dir / "predictions.csv").read_text(encoding="utf-8")
+    assert "\\xff\\xfe.png" in predictions and "gen_\\xe9" in predictions
+    assert "gen_\\xe9" in (run_dir / "metrics.csv").read_text(encoding="utf-8")
+    assert "junk_\\xff.png" in (run_dir / "skipped.txt").read_text(encoding="utf-8")
+    assert "train_\\xe9" in (out / "leaderboard.csv").read_text(encoding="utf-8")
+    image = fake + b"/\xff\xfe.png"
+    predict = [*argv[:3], "predict", "--run", str(run_dir), os.fsdecode(image), "--device", "cpu"]
+    done = subprocess.run(predict, capture_output=True, env=env)
+    assert done.returncode == 0, done.stderr.decode(errors="replace")
+    score, printed = done.stdout.rstrip(b"\n").split(b"\t")
+    assert printed == image and 0.0 <= float(score) <= 1.0  # the path's own bytes come back
