@@ -128,7 +128,7 @@ def load_run(run_dir: Path, device: str = "auto"):  # noqa: ANN201
     registry = get_registry()
     try:  # names and options checked as for a new run, the run folder named in the error
         det_entry = registry.get("detector", config["detector"]["name"])
-        options = merge_options(det_entry.name, det_entry.defaults, config["detector"]["options"])
+        options = merge_options(det_entry.name, det_entry.specs, config["detector"]["options"])
         det_cls = det_entry.load()
         detector = det_cls(options)
         addons = []
@@ -136,7 +136,7 @@ def load_run(run_dir: Path, device: str = "auto"):  # noqa: ANN201
             entry = registry.get("addon", item["name"])
             cls = entry.load()
             cls.check_compatible(entry.name, det_entry.name, det_cls)
-            addon = cls(merge_options(entry.name, entry.defaults, item["options"]))
+            addon = cls(merge_options(entry.name, entry.specs, item["options"]))
             addon.attach(detector)
             addons.append(addon)
     except BenchError as exc:
