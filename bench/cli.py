@@ -251,6 +251,9 @@ def cmd_validate(args: argparse.Namespace) -> int:
 
 
 def cmd_data(args: argparse.Namespace) -> int:
+    from bench.run_checks import check_int
+
+    check_int("seed", args.seed)
     from bench.demo import build_demo
 
     root = build_demo(seed=args.seed, force=args.force, progress=True)
@@ -268,6 +271,13 @@ def cmd_predict(args: argparse.Namespace) -> int:
 
 
 def cmd_table(args: argparse.Namespace) -> int:
+    from bench.run_checks import check_device, check_int, check_out
+
+    check_device(args.device)  # before the demo build and the first row
+    if args.workers is not None:
+        check_int("workers", args.workers)
+    if args.out is not None:
+        check_out(args.out)
     try:
         from bench.tables import run_table
     except ImportError:

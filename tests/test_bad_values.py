@@ -155,3 +155,69 @@ def test_bad_values_are_refused_without_importing_torch(tmp_path):
     )
     done = subprocess.run([sys.executable, "-c", probe], capture_output=True, text=True)
     assert done.stdout.split() == ["2", "False"], done.stderr
+
+
+OPTION_CASES = {
+    "lr=nan": ("spectral_logreg.lr=nan", "finite number"),
+    "lr=-1": ("spectral_logreg.lr=-1", "must be > 0"),
+    "lr=inf": ("spectral_logreg.lr=inf", "finite number"),
+    "bins=-4": ("spectral_logreg.bins=-4", "must be ≥ 2"),
+    "input_size=0": ("spectral_logreg.input_size=0", "must be ≥ 16"),
+    "input_size absurd": ("spectral_logreg.input_size=1000000000", "must be ≤ 4096"),
+    "epochs=0 by --opt": ("spectral_logreg.epochs=0", "must be ≥ 1"),
+    "bins=1.5": ("spectral_logreg.bins=1.5", "must be an integer"),
+    "unknown key": ("spectral_logreg.bnis=3", "did you mean 'spectral_logreg.bins'"),
+}
+
+
+@pytest.mark.parametrize("case", list(OPTION_CASES), ids=list(OPTION_CASES))
+def test_bad_option_values_exit_2_before_a_run_folder(capsys, base, case):
+    argv, out = base
+    opt, expected = OPTION_CASES[case]
+    code, lines = _bench(capsys, [*argv, "--opt", opt])
+    assert code == 2 and len(lines) == 1, lines
+    assert expected in lines[0]
+    assert not (out / "runs").exists()
+
+
+@pytest.mark.parametrize(
+    "opt, expected",
+    [
+        ("nsnet.nullspace=fixd", "did you mean 'fixed'"),
+        ("nsnet.lr=-1", "must be > 0"),
+        ("nsnet.lora_dropout=1", "must be < 1"),
+    ],
+)
+def test_bad_nsnet_options_exit_2_before_any_work(capsys, tmp_path, opt, expected):
+    """No data given: refused before the demo benchmark would be built."""
+    out = tmp_path / "out"
+    code, lines = _bench(capsys, ["run", "--detector", "nsnet", "--opt", opt, "--out", str(out)])
+    assert code == 2 and len(lines) == 1 and expected in lines[0], lines
+    assert not out.exists()
+
+
+def test_the_safe_wavelet_declaration_admits_exactly_pywavelets_discrete_wavelets():
+    import re
+
+    import pywt
+
+    from bench.plugins import get_registry
+
+    pattern = get_registry().get("detector", "safe").specs["wavelet"].pattern
+    assert all(re.fullmatch(pattern, name) for name in pywt.wavelist(kind="discrete"))
+    assert not any(re.fullmatch(pattern, n) for n in ("db0", "db39", "bior1.2", "morl", "foo"))
+
+
+@pytest.mark.parametrize(
+    "argv",
+    [
+        ["table", "table4_ablation", "--device", "meta"],
+        ["table", "table4_ablation", "--workers", "-1"],
+        ["data", "demo", "--seed", "-1"],
+        ["predict", "--run", ".", "x.png", "--device", "gpu"],
+    ],
+    ids=["table-device", "table-workers", "data-seed", "predict-device"],
+)
+def test_other_commands_check_their_flags_first(capsys, argv):
+    code, lines = _bench(capsys, argv)
+    assert code == 2 and len(lines) == 1 and lines[0].startswith("bench: error:"), lines
