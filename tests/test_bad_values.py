@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import os
+import shutil
 import subprocess
 import sys
 
@@ -221,3 +222,14 @@ def test_the_safe_wavelet_declaration_admits_exactly_pywavelets_discrete_wavelet
 def test_other_commands_check_their_flags_first(capsys, argv):
     code, lines = _bench(capsys, argv)
     assert code == 2 and len(lines) == 1 and lines[0].startswith("bench: error:"), lines
+
+
+def test_a_damaged_caption_sidecar_is_one_line_before_a_run_folder(capsys, tmp_path, tiny_tree):
+    train = tmp_path / "train"
+    shutil.copytree(tiny_tree, train)
+    (train / "captions.json").write_text("{not json")
+    out = tmp_path / "out"
+    argv = ["run", "--detector", "spectral_logreg", "--train", str(train), "--test", str(train)]
+    code, lines = _bench(capsys, [*argv, "--out", str(out), "--workers", "0"])
+    assert code == 2 and len(lines) == 1 and "caption sidecar" in lines[0], lines
+    assert not (out / "runs").exists()
