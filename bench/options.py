@@ -30,8 +30,10 @@ _FALSE = {"false", "no", "off", "0"}
 
 def read_toml(path: str | Path, what: str) -> dict[str, Any]:
     """A TOML file as a dict; missing or malformed files are one-line errors naming ``what``."""
+    from bench.fileio import open_regular
+
     try:
-        with open(path, "rb") as fh:
+        with open_regular(path) as fh:  # a folder or FIFO is refused, never read or waited on
             return tomllib.load(fh)
     except FileNotFoundError:
         raise BenchError(f"{what} not found: {path}") from None
