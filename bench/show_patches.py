@@ -46,20 +46,28 @@ def draw(explanation: dict[str, Any], path: Path, title: str) -> Path:
         1, 2, figsize=(4.2 * sum(widths) + 0.6, 4.9), gridspec_kw={"width_ratios": widths}
     )
     left.imshow(image)
+    n = explanation["tile_size"]
+    kept = {(x0, y0) for x0, y0, *_ in explanation["boxes"]}
+    width, height = image.size
+    for y0 in range(0, height, n):  # what is not kept (and any remainder strip) is dimmed
+        for x0 in range(0, width, n):
+            if (x0, y0) not in kept:
+                left.add_patch(
+                    Rectangle((x0 - 0.5, y0 - 0.5), n, n, color="black", alpha=0.7, lw=0)
+                )
     for x0, y0, x1, y1, group in explanation["boxes"]:
         left.add_patch(
             Rectangle(
-                (x0 - 0.5, y0 - 0.5),
-                x1 - x0,
-                y1 - y0,
+                (x0 + 0.5, y0 + 0.5),
+                x1 - x0 - 2,
+                y1 - y0 - 2,
                 fill=False,
                 edgecolor=GROUP_COLOURS.get(group, "white"),
-                linewidth=1.6,
+                linewidth=1.4,
             )
         )
-    left.set_title(f"input {image.size[0]}×{image.size[1]}: kept patches", fontsize=10)
+    left.set_title(f"input {width}×{height}: kept patches (the rest dimmed)", fontsize=10)
     right.imshow(output)
-    n = explanation["tile_size"]
     cols = output.size[0] // n
     for k, group in enumerate(explanation["tiles"]):
         r, c = divmod(k, cols)
@@ -89,7 +97,7 @@ def draw(explanation: dict[str, Any], path: Path, title: str) -> Path:
         fontsize=9,
     )
     fig.suptitle(f"{title}\n{explanation['summary']}", fontsize=10)
-    fig.tight_layout(rect=(0, 0.05, 1, 1))
+    fig.tight_layout(rect=(0, 0.05, 1, 0.97))
     return _save(fig, path)
 
 
