@@ -45,7 +45,7 @@ def draw(explanation: dict[str, Any], path: Path, title: str) -> Path:
     fig, (left, right) = plt.subplots(
         1, 2, figsize=(4.2 * sum(widths) + 0.6, 4.9), gridspec_kw={"width_ratios": widths}
     )
-    left.imshow(image)
+    left.imshow(image, interpolation="nearest")  # the pixels as they are, never smoothed
     n = explanation["tile_size"]
     kept = {(x0, y0) for x0, y0, *_ in explanation["boxes"]}
     width, height = image.size
@@ -67,7 +67,7 @@ def draw(explanation: dict[str, Any], path: Path, title: str) -> Path:
             )
         )
     left.set_title(f"input {width}×{height}: kept patches (the rest dimmed)", fontsize=10)
-    right.imshow(output)
+    right.imshow(output, interpolation="nearest")
     cols = output.size[0] // n
     for k, group in enumerate(explanation["tiles"]):
         r, c = divmod(k, cols)
