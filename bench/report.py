@@ -12,6 +12,7 @@ import base64
 import html
 import json
 import math
+import os
 import time
 from pathlib import Path
 from typing import Any
@@ -33,26 +34,20 @@ pre { background: #f7f7f7; padding: 1em; overflow-x: auto; font-size: 0.85em; }
 
 
 def _cell(value: Any) -> str:
-    if isinstance(value, float):
-        return (
-            f'<td class="num">{leaderboard.MISSING}</td>'
-            if math.isnan(value)
-            else f'<td class="num">{value:.1f}</td>'
-        )
+    """Numbers right-aligned at one decimal (missing: an en dash), text escaped."""
+    if value is None or (isinstance(value, float) and math.isnan(value)):
+        return f'<td class="num">{leaderboard.MISSING}</td>'
+    if isinstance(value, int | float) and not isinstance(value, bool):
+        return f'<td class="num">{float(value):.1f}</td>'
     return f"<td>{html.escape(str(value))}</td>"
 
 
 def html_table(frame: Any) -> str:
     head = "".join(f"<th>{html.escape(str(c))}</th>" for c in frame.columns)
-    rows = []
-    for record in frame.astype(object).itertuples(index=False):
-        cells = [
-            _cell(float(v) if isinstance(v, int | float) and not isinstance(v, bool) else v)
-            if v is not None
-            else _cell(math.nan)
-            for v in record
-        ]
-        rows.append("<tr>" + "".join(cells) + "</tr>")
+    rows = [
+        "<tr>" + "".join(_cell(v) for v in record) + "</tr>"
+        for record in frame.astype(object).itertuples(index=False)
+    ]
     return f"<table><thead><tr>{head}</tr></thead><tbody>{''.join(rows)}</tbody></table>"
 
 
@@ -74,10 +69,8 @@ def run_section(out_dir: Path, entry: dict[str, str], metric: str) -> str:
     wanted = [run_dir / "plots" / name for name in ("roc.png", f"bars_{metric}.png")]
     if not all(p.is_file() for p in wanted) and (run_dir / "predictions.csv").is_file():
         plot_run(run_dir, metric)
-    pictures = sorted((run_dir / "plots").glob("*.png")) if (run_dir / "plots").is_dir() else []
-    pictures = [p for p in pictures if not p.name.startswith(("bars_", "robustness_"))] + [
-        p for p in pictures if p.name in (f"bars_{metric}.png", f"robustness_{metric}.png")
-    ]
+    names = ("roc.png", f"bars_{metric}.png", "histograms.png", f"robustness_{metric}.png")
+    pictures = [run_dir / "plots" / n for n in names if (run_dir / "plots" / n).is_file()]
     parts.extend(png_tag(p, f"{title}: {p.stem}") for p in pictures)
     shown = json.dumps(config, indent=2, default=str)
     parts.append(
@@ -127,5 +120,13 @@ def write_report(
         f"<style>{STYLE}</style></head><body>\n" + "\n".join(body) + "\n</body></html>\n"
     )
     target = Path(html_path) if html_path else out / "report.html"
-    leaderboard._atomic_write_text(target, page)
+    write_text(target, page)
     return target
+
+
+def write_text(path: Path, text: str) -> None:
+    """Write via a temporary file and a rename; the file gets the usual (umask) mode."""
+    path.parent.mkdir(parents=True, exist_ok=True)
+    tmp = path.with_name(f".{path.name}.tmp")
+    tmp.write_text(text, encoding="utf-8")
+    os.replace(tmp, path)

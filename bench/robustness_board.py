@@ -178,8 +178,10 @@ def write(out_dir: str | Path, metric: str = "acc", generator: str = "mean") -> 
         )
     out = Path(out_dir)
     csv_path, md_path = out / "robustness.csv", out / "robustness.md"
-    leaderboard._atomic_write_text(csv_path, to_frame(board).to_csv(index=False))
-    leaderboard._atomic_write_text(md_path, to_markdown(board))
+    from bench.report import write_text
+
+    write_text(csv_path, to_frame(board).to_csv(index=False, float_format="%.1f"))
+    write_text(md_path, to_markdown(board))
     if board.without:
         print(f"bench: note: no sweep in the runs of {', '.join(board.without)}", file=sys.stderr)
     from bench.plots import board_curves

@@ -45,7 +45,7 @@ def swept(tmp_path_factory, tiny_tree, tiny_test_tree) -> Path:
         out=str(out),
         progress=False,
         workers=0,
-        epochs=10,
+        epochs=4,
         perturb={"jpeg": {"levels": "90,50"}, "resize": {"levels": [0.5]}},
         plots=True,
     )
