@@ -15,6 +15,7 @@ import math
 from pathlib import Path
 from typing import Any
 
+from bench.errors import BenchError
 from bench.perturb import format_level, resolve_sweep
 from bench.table_render import DEMO_NOTE, METRIC_NAMES, RowResult, fmt, markdown_table
 from bench.table_spec import TableSpec
@@ -31,11 +32,15 @@ def level_columns(spec: TableSpec, registry: Any) -> list[str]:
     return columns
 
 
-def ensure_sweep(run_dir: Path, run_spec: Any, progress: bool) -> bool:
-    """Whether ``run_dir`` has every level of ``run_spec.perturb`` (swept now if it lacked some).
+def ensure_sweep(run_dir: Path, run_spec: Any, progress: bool) -> tuple[Path | None, str]:
+    """(the run, "") once it has every level of ``run_spec.perturb``, sweeping what it lacks.
 
-    False when the run was swept with other options of a perturbation: a new run is needed.
+    (None, "") when the run was swept with other options of a perturbation (a new run is
+    needed); (None, "failed: ...") when the sweep fails, so the other rows still run.
     """
+    import sys
+    import traceback
+
     from bench.plugins import get_registry
     from bench.robustness import sweep_finished_run
     from bench.robustness_board import run_cells, run_records
@@ -43,20 +48,30 @@ def ensure_sweep(run_dir: Path, run_spec: Any, progress: bool) -> bool:
     sweep = resolve_sweep(get_registry(), run_spec.perturb, run_spec.options, run_spec.preset)
     before = {r["name"]: r.get("options", {}) for r in run_records(run_dir)}
     if any(i.name in before and before[i.name] != i.record()["options"] for i in sweep.items):
-        return False
+        return None, ""
     wanted = {f"{i.name}={format_level(v)}" for i in sweep.items for v in i.levels}
     swept = (run_dir / "robustness.csv").is_file()
     if swept and wanted <= set(run_cells(run_dir, "acc", "mean")):
-        return True
-    sweep_finished_run(
-        run_dir,
-        run_spec.perturb,
-        run_spec.options,
-        device=run_spec.device,
-        workers=run_spec.workers,
-        progress=progress,
-    )
-    return True
+        return run_dir, ""
+    if progress:
+        print(
+            f"bench table: {run_spec.label}: sweeping finished run {run_dir.name}", file=sys.stderr
+        )
+    try:
+        sweep_finished_run(
+            run_dir,
+            run_spec.perturb,
+            run_spec.options,
+            device=run_spec.device,
+            workers=run_spec.workers,
+            progress=progress,
+        )
+    except Exception as exc:  # one failing sweep must not cost the other rows
+        if not isinstance(exc, BenchError):
+            traceback.print_exc()
+        message = str(exc).splitlines()[0] if str(exc) else type(exc).__name__
+        return None, f"failed: sweep of {run_dir.name}: {message}"
+    return run_dir, ""
 
 
 def _cells(spec: TableSpec, result: RowResult, out_dir: Path, columns: list[str]) -> list[Any]:

@@ -110,7 +110,9 @@ def run_row(
     if run_dir is not None and spec.perturb:
         from bench.robustness_table import ensure_sweep
 
-        run_dir = run_dir if ensure_sweep(run_dir, spec, progress) else None
+        run_dir, note = ensure_sweep(run_dir, spec, progress)
+        if note:
+            return RowResult(row, note=note)
     if run_dir is not None:
         log(f"{row.label}: reusing finished run {run_dir.name}", progress)
     else:
