@@ -13,6 +13,7 @@ import html
 import json
 import math
 import os
+import sys
 import time
 from pathlib import Path
 from typing import Any
@@ -57,7 +58,7 @@ def png_tag(path: Path, alt: str) -> str:
 
 
 def run_section(out_dir: Path, entry: dict[str, str], metric: str) -> str:
-    from bench.plots import plot_run
+    from bench.plots import plot_run_logged
 
     run_dir = leaderboard.run_dir(out_dir, entry["run_id"])
     title = f"{entry['label']} (trained on {entry['train']})"
@@ -68,7 +69,7 @@ def run_section(out_dir: Path, entry: dict[str, str], metric: str) -> str:
         return "".join(parts) + f"<p>config.json cannot be read: {html.escape(str(exc))}</p>"
     wanted = [run_dir / "plots" / name for name in ("roc.png", f"bars_{metric}.png")]
     if not all(p.is_file() for p in wanted) and (run_dir / "predictions.csv").is_file():
-        plot_run(run_dir, metric)
+        plot_run_logged(run_dir, metric, lambda line: print(f"bench: {line}", file=sys.stderr))
     names = ("roc.png", f"bars_{metric}.png", "histograms.png", f"robustness_{metric}.png")
     pictures = [run_dir / "plots" / n for n in names if (run_dir / "plots" / n).is_file()]
     parts.extend(png_tag(p, f"{title}: {p.stem}") for p in pictures)
