@@ -13,7 +13,12 @@ from typing import Any
 
 from bench.options import read_toml
 
-KIND_TABLES = {"detector": "detectors", "addon": "addons", "transform": "transforms"}
+KIND_TABLES = {
+    "detector": "detectors",
+    "addon": "addons",
+    "transform": "transforms",
+    "perturbation": "perturbations",
+}
 
 
 def catalogue_path() -> Path:

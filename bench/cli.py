@@ -7,9 +7,17 @@ import sys
 from pathlib import Path
 from typing import Any
 
+from bench.cli_pictures import COMMANDS as PICTURE_COMMANDS
+from bench.cli_pictures import add_commands as add_picture_commands
+from bench.cli_pictures import add_run_flags, run_fields
 from bench.errors import BenchError, Terminated
 
-KIND_WORDS = {"detectors": "detector", "addons": "addon", "transforms": "transform"}
+KIND_WORDS = {
+    "detectors": "detector",
+    "addons": "addon",
+    "transforms": "transform",
+    "perturbations": "perturbation",
+}
 METRIC_CHOICES = ("acc", "r_acc", "f_acc", "ap", "auc")
 
 
@@ -71,6 +79,7 @@ def build_parser() -> argparse.ArgumentParser:
         "--metric", choices=METRIC_CHOICES, default=None, help="leaderboard cell (default acc)"
     )
     run.add_argument("--quiet", action="store_true", help="no progress bars or log echo")
+    add_run_flags(run)
 
     ls = sub.add_parser("list", help="list registered components")
     ls.add_argument("kind", nargs="?", choices=sorted(KIND_WORDS), help="only this kind")
@@ -104,6 +113,7 @@ def build_parser() -> argparse.ArgumentParser:
     tb.add_argument("--out", default=None)
     tb.add_argument("--device", default="auto")
     tb.add_argument("--workers", type=int, default=None)
+    add_picture_commands(sub)
     return parser
 
 
@@ -146,6 +156,7 @@ def spec_from_args(args: argparse.Namespace) -> Any:
         workers=pick(args.workers, "workers"),
         progress=not args.quiet,
         metric=pick(args.metric, "metric", "acc"),
+        **run_fields(args, cfg, f"config file {args.config}"),
     )
 
 
@@ -303,6 +314,7 @@ COMMANDS = {
     "data": cmd_data,
     "predict": cmd_predict,
     "table": cmd_table,
+    **PICTURE_COMMANDS,
 }
 
 

@@ -41,6 +41,8 @@ CONFIG_TYPES: dict[str, str] = {
     "max_per_class": "int",
     "workers": "int",
     "metric": "str",
+    "perturb": "any",  # checked by bench.perturb.perturb_from_config
+    "plots": "bool",
 }
 
 
@@ -81,6 +83,8 @@ def check_config(cfg: dict[str, Any], source: str) -> None:
         ok = {
             "str": lambda v: isinstance(v, str),
             "int": _is_int,
+            "bool": lambda v: isinstance(v, bool),
+            "any": lambda v: True,
             "names": lambda v: (
                 isinstance(v, str) or (isinstance(v, list) and all(isinstance(x, str) for x in v))
             ),
@@ -95,6 +99,8 @@ def check_config(cfg: dict[str, Any], source: str) -> None:
             wanted = {
                 "str": "a string",
                 "int": "a whole number",
+                "bool": "true or false",
+                "any": "anything",
                 "names": "a name or a list of names",
                 "paths": "a path or a list of paths",
                 "options": "tables [options.COMPONENT] of key = value",

@@ -52,6 +52,10 @@ class RunSpec:
     train_name: str | None = None
     #: Leaderboard row label; default ``detector+addon1+addon2`` in the order given.
     name: str | None = None
+    #: Robustness sweep: perturbation name -> option overrides ("levels" among them).
+    perturb: dict[str, dict[str, Any]] = field(default_factory=dict)
+    #: Draw runs/<id>/plots/ at the end (the CLI turns it on; library calls stay fast).
+    plots: bool = False
 
     @property
     def label(self) -> str:
@@ -64,6 +68,7 @@ class ResolvedComponents:
     detector_options: dict[str, Any]
     addon_classes: list[type]
     addon_options: list[dict[str, Any]]
+    sweep: Any = None  # bench.perturb.Sweep: the perturbations of a robustness sweep
 
 
 def resolve_components(registry: Registry, spec: RunSpec) -> ResolvedComponents:
@@ -75,7 +80,7 @@ def resolve_components(registry: Registry, spec: RunSpec) -> ResolvedComponents:
     addon_entries = [registry.get("addon", name) for name in spec.addons]
     if len(set(spec.addons)) != len(spec.addons):
         raise BenchError(f"addon listed twice: {' '.join(spec.addons)}")
-    known = {spec.detector, *spec.addons}
+    known = {spec.detector, *spec.addons, *spec.perturb}
     for component in spec.options:
         if component not in known:
             raise BenchError(
@@ -119,7 +124,10 @@ def resolve_components(registry: Registry, spec: RunSpec) -> ResolvedComponents:
         for key in ("batch_size", "epochs"):
             if key in det_options:
                 check_int(key, det_options[key])
-    return ResolvedComponents(det_cls, det_options, addon_classes, addon_options)
+    from bench.perturb import resolve_sweep
+
+    sweep = resolve_sweep(registry, spec.perturb, spec.options, spec.preset)
+    return ResolvedComponents(det_cls, det_options, addon_classes, addon_options, sweep)
 
 
 def presets_layer(entry: Any, preset: str | None) -> dict[str, Any]:
@@ -218,6 +226,7 @@ def run(spec: RunSpec, registry: Registry) -> Path:
         "torch": torch.__version__,
         "n_train": len(train_samples),
         "n_test": len(test_samples),
+        "perturbations": [item.record() for item in resolved.sweep.items],
         "status": "running",
         "started_at": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime()),
     }
@@ -289,6 +298,12 @@ def run(spec: RunSpec, registry: Registry) -> Path:
             evaluate(detector, test_samples, factory, run_dir, ctx, spec)
         report_skipped(run_dir, read_log, splits, log, training=False)
         config["eval_seconds"] = round(time.perf_counter() - t0, 2)
+        if resolved.sweep.items:
+            from bench.robustness import run_sweep
+
+            t0 = time.perf_counter()
+            run_sweep(detector, test_samples, factory, run_dir, ctx, resolved.sweep)
+            config["robustness_seconds"] = round(time.perf_counter() - t0, 2)
         config["status"] = "finished"
         config["finished_at"] = time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime())
         write_json(run_dir / "config.json", config)
@@ -298,6 +313,10 @@ def run(spec: RunSpec, registry: Registry) -> Path:
     leaderboard.record(out, spec.label, train_name, run_dir.name)
     paths = leaderboard.write(out, metric=spec.metric)
     log(f"leaderboard: {paths[0]} and {paths[1]}")
+    if spec.plots:
+        from bench.plots import plot_run_logged
+
+        plot_run_logged(run_dir, spec.metric, log)
     return run_dir
 
 

@@ -22,6 +22,8 @@ METRICS = ("acc", "r_acc", "f_acc", "ap", "auc")
 PRESETS = ("demo", "paper")
 TOP_KEYS = {"name", "title", "paper_table", "metric", "real_column", "mean_column"}
 TOP_KEYS |= {"switches", "presets", "rows"}
+TOP_KEYS |= {"kind", "perturb", "generator"}  # kind = "robustness" (bench.robustness_table)
+KINDS = ("generators", "robustness")
 ROW_KEYS = {"label", "detector", "addons", "options", "base", "paper_row", "unavailable"}
 ROW_KEYS |= {"switches"}
 PRESET_KEYS = {"train", "test", "train_name", "columns", "max_per_class"}
@@ -64,6 +66,12 @@ class TableSpec:
     presets: dict[str, TablePreset]
     paper_table: int | None = None
     switches: list[str] = field(default_factory=list)
+    #: "generators" (a column per generator) or "robustness" (a column per perturbation level).
+    kind: str = "generators"
+    #: Robustness tables: perturbation -> option overrides, as a run's `perturb`.
+    perturb: dict[str, dict[str, Any]] = field(default_factory=dict)
+    #: Robustness tables: the generator whose metric fills the cells ("mean": over generators).
+    generator: str = "mean"
 
     def row(self, label: str) -> TableRow:
         return next(r for r in self.rows if r.label == label)
@@ -106,7 +114,11 @@ def load_spec(spec: str | Path) -> TableSpec:
     for name in presets:
         if name not in PRESETS:
             raise BenchError(f"{where}: unknown preset '{name}' (known: {', '.join(PRESETS)})")
+    kind, perturb, generator = _kind(data, where)
     return TableSpec(
+        kind=kind,
+        perturb=perturb,
+        generator=generator,
         name=str(data.get("name", path.stem)),
         path=path,
         title=str(data.get("title", path.stem)),
@@ -118,6 +130,27 @@ def load_spec(spec: str | Path) -> TableSpec:
         paper_table=data.get("paper_table"),
         switches=switches,
     )
+
+
+def _kind(data: dict[str, Any], where: str) -> tuple[str, dict[str, dict[str, Any]], str]:
+    """(kind, perturb, generator); a robustness table must name its perturbations."""
+    from bench.perturb import perturb_from_config
+
+    kind = data.get("kind", "generators")
+    if kind not in KINDS:
+        raise BenchError(f"{where}: kind {kind!r} is not one of {', '.join(KINDS)}")
+    if kind != "robustness":
+        for key in ("perturb", "generator"):
+            if key in data:
+                raise BenchError(f"{where}: '{key}' belongs to kind = \"robustness\" tables")
+        return kind, {}, "mean"
+    perturb = perturb_from_config(data.get("perturb", {}), where)
+    if not perturb:
+        raise BenchError(f"{where}: a robustness table needs [perturb] NAME = [levels]")
+    generator = data.get("generator", "mean")
+    if not isinstance(generator, str) or not generator:
+        raise BenchError(f"{where}: 'generator' must be a generator name or \"mean\"")
+    return kind, perturb, generator
 
 
 def _no_unknown(table: dict[str, Any], known: set[str], where: str) -> None:

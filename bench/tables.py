@@ -52,6 +52,10 @@ def run_table(
         raise BenchError(f"table spec {spec.name} has no '{preset}' preset (it has: {known})")
     registry = get_registry()
     check_components(spec, registry)
+    if spec.kind == "robustness":  # names, levels and options checked before any training
+        from bench.robustness_table import level_columns
+
+        level_columns(spec, registry)
     train, tests = fill_paths(spec.presets[preset], data_root, progress)
     check_generator_names(tests)
     paper = paper_rows(spec) if preset == "paper" else {}  # a bad paper_row fails before training
@@ -78,12 +82,18 @@ def run_table(
             metric=spec.metric,
             train_name=train_name,
             name=row.label,
+            perturb={k: dict(v) for k, v in spec.perturb.items()},
         )
         result = run_row(row, run_spec, out_dir, registry, progress)
         if result.note:
             failures.append(f"{row.label}: {result.note}")
         results.append(result)
-    paths = render(spec, preset, train_name, results, paper, out_dir)
+    if spec.kind == "robustness":
+        from bench.robustness_table import render_robustness
+
+        paths = render_robustness(spec, preset, train_name, results, registry, out_dir)
+    else:
+        paths = render(spec, preset, train_name, results, paper, out_dir)
     if failures:
         raise BenchError(
             f"{len(failures)} row(s) of {spec.name} failed ({'; '.join(failures)}); "
@@ -97,6 +107,12 @@ def run_row(
 ) -> RowResult:
     """Reuse a finished run or start one; a failing row is reported, not fatal to the table."""
     run_dir = reusable_run(out_dir, spec, registry)
+    if run_dir is not None and spec.perturb:
+        from bench.robustness_table import ensure_sweep
+
+        run_dir, note = ensure_sweep(run_dir, spec, progress)
+        if note:
+            return RowResult(row, note=note)
     if run_dir is not None:
         log(f"{row.label}: reusing finished run {run_dir.name}", progress)
     else:

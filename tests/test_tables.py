@@ -87,6 +87,8 @@ def test_shipped_spec_parses_and_names_known_components(name: str) -> None:
 @pytest.mark.parametrize("name", available_specs())
 def test_shipped_spec_matches_its_paper_table(name: str) -> None:
     spec = load_spec(name)
+    if spec.kind == "robustness":
+        pytest.skip("robustness tables are not in the paper")
     assert spec.paper_table is not None
     matched = tables.paper_rows(spec)  # each paper_row names exactly one printed row
     assert set(matched) == {r.label for r in spec.rows if r.paper_row}
