@@ -40,7 +40,6 @@ def resolve_columns(
     """(shown name, matched key or None) per column, and a note per column left empty."""
     resolved: list[tuple[str, Key | None]] = []
     notes: list[str] = []
-    shown_keys = [f"{s}/{g}" for s, g in available]
     for shown, aliases in columns.items():
         match: Key | None = None
         for alias in aliases:
@@ -54,14 +53,12 @@ def resolve_columns(
                 match = found[0]
                 break
         if match is None:
-            near = difflib.get_close_matches(aliases[0], shown_keys, n=3, cutoff=0.4)
-            near += [
-                k
-                for k in shown_keys
-                if norm(aliases[0].rpartition("/")[2]) in norm(k) and k not in near
-            ][:3]
+            near = _near(aliases, available)
             hint = f"; nearest: {', '.join(printable(n) for n in near)}" if near else ""
-            message = f"column '{shown}' ({' or '.join(aliases)}) matches no generator in the test sets{hint}"
+            message = (
+                f"column '{shown}' ({' or '.join(aliases)}) matches no generator in the test "
+                f"sets{hint}"
+            )
             if not allow_missing:
                 raise BenchError(
                     f"{where}: {message} (add an alias to the spec, or --allow-missing)"
@@ -69,6 +66,15 @@ def resolve_columns(
             notes.append(message)
         resolved.append((shown, match))
     return resolved, notes
+
+
+def _near(aliases: list[str], available: list[Key]) -> list[str]:
+    """Up to three generators named like the first alias, from its set when it names one."""
+    set_part, slash, gen_part = aliases[0].rpartition("/")
+    pool = [(s, g) for s, g in available if not slash or norm(s) == norm(set_part)] or available
+    by_norm = {norm(g): (s, g) for s, g in reversed(pool)}
+    close = difflib.get_close_matches(norm(gen_part), list(by_norm), n=3, cutoff=0.5)
+    return [f"{by_norm[c][0]}/{by_norm[c][1]}" for c in close]
 
 
 def implicit_columns(keys: list[Key]) -> list[tuple[str, Key | None]]:

@@ -376,3 +376,39 @@ paper_row = "+NULL-Space"
     text = md_path.read_text(encoding="utf-8")
     assert "(paper preset)" in text and "Demo preset" not in text
     assert "- Missing: column 'GLIDE' (glide) matches no generator" in text
+
+
+# ------------------------------------------------------------------ column matching
+
+AVAILABLE = [("GenImage", "Midjourney"), ("GenImage", "glide"), ("AIGIBench", "Midjourney")]
+AVAILABLE += [("AIGIBench", "GLIDE"), ("AIGIBench", "DALLE-3")]
+
+
+def test_columns_match_set_and_generator_ignoring_case_and_separators() -> None:
+    from bench.table_columns import resolve_columns
+
+    columns = {
+        "GLIDE": ["GenImage/Glide"],
+        "Midjourney-V6": ["AIGIBench/Midjourney-V6", "AIGIBench/Midjourney"],
+        "DALLE3": ["AIGIBench/dalle_3"],
+    }
+    resolved, notes = resolve_columns(columns, AVAILABLE, "spec")
+    assert resolved == [
+        ("GLIDE", ("GenImage", "glide")),
+        ("Midjourney-V6", ("AIGIBench", "Midjourney")),  # the alias, never GenImage's
+        ("DALLE3", ("AIGIBench", "DALLE-3")),
+    ]
+    assert notes == []
+
+
+def test_a_column_matching_nothing_names_the_nearest() -> None:
+    from bench.table_columns import resolve_columns
+
+    with pytest.raises(BenchError, match="nearest: AIGIBench/Midjourney .*--allow-missing"):
+        resolve_columns({"MJ": ["AIGIBench/Midjourney-V6"]}, AVAILABLE, "spec")
+    resolved, notes = resolve_columns(
+        {"MJ": ["AIGIBench/Midjourney-V6"]}, AVAILABLE, "spec", allow_missing=True
+    )
+    assert resolved == [("MJ", None)] and "matches no generator" in notes[0]
+    with pytest.raises(BenchError, match="matches GenImage/Midjourney, AIGIBench/Midjourney"):
+        resolve_columns({"MJ": ["midjourney"]}, AVAILABLE, "spec")  # no set: ambiguous
