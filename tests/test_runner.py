@@ -61,16 +61,33 @@ def test_builtin_detector_learns_and_the_run_folder_is_complete(
     )
 
 
-def test_rows_accumulate_and_upsert(tmp_path, tiny_tree, tiny_test_tree):
+def test_an_ablation_sequence_leaves_one_row_per_configuration(tmp_path, tiny_tree, tiny_test_tree):
+    """Options, epochs and seeds changed run after run into one --out: nothing is lost."""
     registry = get_registry()
-    run(spec(tmp_path, tiny_tree, tiny_test_tree, epochs=2), registry)
-    run(spec(tmp_path, tiny_tree, tiny_test_tree, epochs=2), registry)  # the same: replaces
-    board = pd.read_csv(tmp_path / "out" / "leaderboard_acc.csv")
-    assert len(board) == 1 and list(board["seeds"].astype(str)) == ["0"]
-    bins = {"spectral_logreg": {"bins": 8}}
-    run(spec(tmp_path, tiny_tree, tiny_test_tree, epochs=2, options=bins), registry)
-    board = pd.read_csv(tmp_path / "out" / "leaderboard_acc.csv")
-    assert list(board["detector"]) == ["spectral_logreg (bins=24)", "spectral_logreg (bins=8)"]
+    small = {"input_size": 32}
+
+    def ablation(epochs=2, seed=0, **options):
+        opts = {"spectral_logreg": {**small, **options}}
+        return run(
+            spec(tmp_path, tiny_tree, tiny_test_tree, epochs=epochs, seed=seed, options=opts),
+            registry,
+        )
+
+    first = ablation()
+    again = ablation()  # the same configuration and seed: replaces its run
+    ablation(bins=8)
+    ablation(epochs=3)
+    ablation(seed=1)  # another seed of the first configuration: joins its row
+    board = pd.read_csv(tmp_path / "out" / "leaderboard_acc.csv", dtype={"seeds": str})
+    assert list(board["detector"]) == [
+        "spectral_logreg (bins=24, epochs=2)",
+        "spectral_logreg (bins=8, epochs=2)",
+        "spectral_logreg (bins=24, epochs=3)",
+    ]
+    assert list(board["seeds"]) == ["0 1", "0", "0"]
+    assert len(set(board["config"])) == 3
+    runs = sorted(p.name for p in (tmp_path / "out" / "runs").iterdir())
+    assert len(runs) == 5 and first.name in runs and again.name in runs  # every run kept
 
 
 def test_unreadable_images_are_recorded_as_skipped(tmp_path, tiny_tree):

@@ -305,35 +305,48 @@ def images_below(folder: str, skipped: list[tuple[str, str]]) -> list[tuple[str,
     """Regular image files below ``folder`` (recursively), each with its file identity.
 
     Symlink cycles are not entered; hidden, special and non-image files are recorded.
+    Plain entries are classified from the directory listing itself (no stat per file,
+    which matters for folders of a million images); symbolic links are stat-ed.
     """
     out: list[tuple[str, tuple[int, int]]] = []
     stack = [(folder, (_identity(os.stat(folder)),))]
     while stack:
         current, ancestors = stack.pop()
         try:
-            names = sorted(os.listdir(current))
+            with os.scandir(current) as it:
+                entries = sorted(it, key=lambda e: e.name)
         except OSError as exc:
             skipped.append((current, f"folder cannot be listed ({exc.strerror or exc})"))
             continue
+        device = ancestors[-1][0]
         subdirs = []
-        for name in names:
-            path = os.path.join(current, name)
-            kind, st, reason = entry_kind(path)
-            if is_hidden(name):
+        for entry in entries:
+            path = entry.path
+            if entry.is_symlink():
+                kind, st, reason = entry_kind(path)
+                ident = _identity(st) if st is not None else None
+            elif entry.is_dir(follow_symlinks=False):
+                kind, reason = "dir", ""
+                ident = (device, entry.inode())
+            elif entry.is_file(follow_symlinks=False):
+                kind, reason = "file", ""
+                ident = (device, entry.inode())
+            else:
+                kind, _, reason = entry_kind(path)
+                ident = None
+            if is_hidden(entry.name):
                 skipped.append((path, "hidden " + ("folder" if kind == "dir" else "file")))
             elif kind == "dir":
-                ident = _identity(st)
                 if ident in ancestors:
                     skipped.append((path, "symbolic link cycle (links to one of its own parents)"))
                 else:
                     subdirs.append((path, (*ancestors, ident)))
-            elif kind == "skip":
+            elif kind != "file":
                 skipped.append((path, reason))
-            elif not is_image_name(name):
-                skipped.append(
-                    (path, f"not an image ({os.path.splitext(name)[1] or 'no extension'})")
-                )
+            elif not is_image_name(entry.name):
+                ext = os.path.splitext(entry.name)[1] or "no extension"
+                skipped.append((path, f"not an image ({ext})"))
             else:
-                out.append((path, _identity(st)))
+                out.append((path, ident))
         stack.extend(reversed(subdirs))
     return out
