@@ -89,3 +89,46 @@ def test_bench_table_says_which_row_it_is_on(
     err = capsys.readouterr().err
     assert "bench table: row 1 of 2 (a): running spectral_logreg" in err
     assert "bench table: row 2 of 2 (b): skipped: not written yet" in err
+
+
+def test_caption_errors_name_the_exact_flag(tmp_path: Path, monkeypatch) -> None:
+    """A user without BLIP or captions is told the flag to type, not a bare option name."""
+    from bench.data.layouts import Sample
+    from bench.interfaces import RunContext
+    from nsnet_plugin.captions import captions_for, load_blip
+
+    monkeypatch.setenv("HF_HUB_OFFLINE", "1")
+    monkeypatch.setenv("HF_HOME", str(tmp_path / "hf"))
+    monkeypatch.delenv("HF_HUB_CACHE", raising=False)
+    with pytest.raises(BenchError) as offline:
+        load_blip("Salesforce/blip-image-captioning-base", option="nsnet.caption_model")
+    assert "--opt nsnet.captions=prompt" in str(offline.value)
+    samples = [Sample(str(tmp_path / "a.png"), 1, "g")]
+    with pytest.raises(BenchError) as missing:
+        captions_for(
+            samples, {"captions": "file", "missing_captions": "error"}, RunContext(), "nsnet"
+        )
+    assert "--opt nsnet.captions=prompt" in str(missing.value)
+    assert "--opt nsnet.missing_captions=prompt" in str(missing.value)
+
+
+def test_seen_generators_by_name_or_declared() -> None:
+    from bench.data.layouts import Sample
+    from bench.run_data import RunData, seen_columns
+
+    data = RunData(
+        train_samples=[Sample("/t/a.png", 1, "ProGAN", "train"), Sample("/t/b.png", 1, "car", "t")],
+        test_samples=[
+            Sample("/x/1.png", 1, "progan", "ForenSynths"),  # named like a training generator
+            Sample("/x/2.png", 1, "stable_diffusion_v_1_4", "GenImage"),
+            Sample("/x/3.png", 1, "stable_diffusion_v_1_4", "Other"),
+            Sample("/x/4.png", 1, "SDXL", "AIGIBench"),
+        ],
+    )
+    assert seen_columns(data, []) == [("ForenSynths", "progan")]
+    declared = seen_columns(data, ["GenImage/stable_diffusion_v_1_4", "sdxl"])
+    assert declared == [
+        ("AIGIBench", "SDXL"),
+        ("ForenSynths", "progan"),
+        ("GenImage", "stable_diffusion_v_1_4"),  # SET/NAME: not Other's folder of that name
+    ]
