@@ -13,26 +13,13 @@ from typing import Any
 from bench.errors import BenchError
 
 
-def _decode_skips(batch: dict[str, Any], unique: list[Any], start: int) -> list[tuple[str, str]]:
-    """(path, reason) of the images of this batch that could not be read."""
-    good = {int(i) for i in batch.get("index", [])} if batch.get("image") is not None else set()
-    texts = list(batch.get("skipped") or [])
-    missing = [i for i in range(start, start + len(good) + len(texts)) if i not in good]
-    out = []
-    for index, text in zip(missing, texts, strict=False):
-        path = unique[index].path
-        reason = text[len(path) + 2 : -1] if text.startswith(path + " (") else text
-        out.append((path, reason))
-    return out
-
-
 def evaluate(detector: Any, samples: list[Any], factory: Any, run_dir: Path, ctx: Any) -> Any:
     """Stream predictions.csv, then write metrics.csv; returns the metrics table."""
     import torch
     from tqdm import tqdm
 
     from bench.metrics import per_generator_metrics, single_class_generators
-    from bench.results_io import PredictionWriter, append_skipped, write_metrics
+    from bench.results_io import PredictionWriter, write_metrics
     from bench.text import printable
     from bench.training import autocast, to_device
 
@@ -51,15 +38,12 @@ def evaluate(detector: Any, samples: list[Any], factory: Any, run_dir: Path, ctx
     )
     loader = factory(unique, chain, train=False, shuffle=False, batch_size=batch_size)
     test_sets, generators, labels, probs = [], [], [], []
-    skipped: list[tuple[str, str]] = []
+    skipped = 0
     detector.train_mode(False)
     writer = PredictionWriter(run_dir / "predictions.csv")
-    start = 0
     try:
         for batch in tqdm(loader, desc="evaluate", disable=not ctx.progress):
-            batch_skips = _decode_skips(batch, unique, start)
-            skipped.extend(batch_skips)
-            start += len(batch_skips) + (len(batch["path"]) if batch["image"] is not None else 0)
+            skipped += len(batch["skipped"])  # the run's ReadLog lists them in skipped.txt
             if batch["image"] is None:
                 continue
             batch = to_device(batch, ctx.device)
@@ -80,10 +64,7 @@ def evaluate(detector: Any, samples: list[Any], factory: Any, run_dir: Path, ctx
     finally:
         writer.close()
     if skipped:
-        by_path = {s.path: s.dataset for s in unique}
-        for path, reason in skipped:
-            append_skipped(run_dir, by_path.get(path, ""), "decode-test", [(path, reason)])
-        ctx.log(f"skipped {len(skipped)} unreadable test images (listed in skipped.csv)")
+        ctx.log(f"skipped {skipped} unreadable test images (listed in skipped.txt)")
     if not probs:
         raise BenchError("no test image could be read")
     table = per_generator_metrics(generators, labels, probs, test_sets=test_sets)

@@ -1,4 +1,4 @@
-"""The per-run result files: metrics.csv, predictions.csv and skipped.csv, written and read.
+"""The per-run result files: metrics.csv and predictions.csv, written and read.
 
 Names from the data (test sets, generators, paths) pass through ``bench.text`` on the way
 out, so a file never breaks on a name that is not UTF-8 and a spreadsheet never runs a
@@ -14,10 +14,9 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from bench.text import csv_cell, csv_uncell, printable
+from bench.text import csv_cell, csv_uncell
 
 PREDICTION_COLUMNS = ("path", "test_set", "generator", "label", "p_fake")
-SKIPPED_COLUMNS = ("data_set", "stage", "reason", "path")
 NUMBERS = ("n_real", "n_fake", "r_acc", "f_acc", "acc", "ap", "auc", "n_generators")
 TEXT_COLUMNS = ("kind", "test_set", "generator", "note")
 
@@ -103,21 +102,3 @@ class PredictionWriter:
 
     def close(self) -> None:
         self._fh.close()
-
-
-def append_skipped(
-    run_dir: Path, data_set: str, stage: str, entries: list[tuple[str, str]]
-) -> None:
-    """Add (path, reason) entries to the run's skipped.csv (created with its header)."""
-    if not entries:
-        return
-    path = run_dir / "skipped.csv"
-    new = not path.exists()
-    with open(path, "a", newline="", encoding="utf-8") as fh:
-        writer = csv.writer(fh)
-        if new:
-            writer.writerow(SKIPPED_COLUMNS)
-        for entry_path, reason in entries:
-            writer.writerow(
-                [csv_cell(data_set), stage, csv_cell(printable(reason)), csv_cell(entry_path)]
-            )

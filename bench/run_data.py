@@ -88,15 +88,21 @@ def read_data(train: str | None, tests: list[str], max_per_class: int | None, se
     return data
 
 
-def log_listings(data: RunData, log: Any, run_dir: Path) -> None:
-    """One summary line per data set and its notes; every entry not read goes to skipped.csv."""
-    from bench.results_io import append_skipped
-
+def log_listings(data: RunData, log: Any) -> None:
+    """One summary line per data set (counts per reason of what was not read), and its notes."""
     for listing in ([data.train] if data.train else []) + data.tests:
         log(f"listed {listing.summary()}")
         for note in listing.notes:
             log(f"  {note}")
-        append_skipped(run_dir, listing.name, f"list-{listing.role}", listing.skipped)
+
+
+def listed_entries(data: RunData) -> list[tuple[str, str, str]]:
+    """(split, path, reason) of every entry the listings did not read, for skipped.txt."""
+    return [
+        (listing.role, path, reason)
+        for listing in ([data.train] if data.train else []) + data.tests
+        for path, reason in listing.skipped
+    ]
 
 
 def _norm(name: str) -> str:

@@ -15,7 +15,7 @@ Stdlib only: the CLI and the leaderboard import this at start-up.
 
 from __future__ import annotations
 
-import os
+from bench.fileio import readable_name
 
 #: First characters a spreadsheet treats as the start of a formula (OWASP "CSV injection").
 FORMULA_STARTS = ("=", "+", "-", "@", "\t", "\r")
@@ -24,11 +24,7 @@ _QUOTE = "'"
 
 def printable(text: str) -> str:
     """``text`` with undecodable file-system bytes written as ``\\xNN``; valid UTF-8."""
-    try:
-        text.encode("utf-8")
-        return text
-    except UnicodeEncodeError:
-        return os.fsencode(text).decode("utf-8", errors="backslashreplace")
+    return readable_name(text)
 
 
 def csv_cell(text: str) -> str:

@@ -87,10 +87,11 @@ def metrics(run_dir: Path) -> dict[tuple[str, str, str], dict[str, str]]:
 def test_training_reads_only_the_train_split(result: Path) -> None:
     config = json.loads((result / "config.json").read_text())
     assert config["n_train"] == 2 * 8  # Bench/train only: val/ and test/ are listed, not read
-    with open(result / "skipped.csv", newline="", encoding="utf-8") as fh:
-        listed = [(r["stage"], Path(r["path"]).name, r["reason"]) for r in csv.DictReader(fh)]
-    assert ("list-train", "test", "other split (test): not read") in listed
-    assert ("list-train", "val", "other split (val): not read") in listed
+    with open(result / "skipped.txt", newline="", encoding="utf-8") as fh:
+        rows = csv.DictReader(fh, delimiter="\t")
+        listed = [(r["split"], Path(r["path"]).name, r["reason"]) for r in rows]
+    assert ("train", "test", "other split (test): not read") in listed
+    assert ("train", "val", "other split (val): not read") in listed
     log = (result / "log.txt").read_text(encoding="utf-8")
     assert (
         "listed Bench (0_real/1_fake, train): 16 images (8 real, 8 fake) in 2 generator(s); 2 entries not read"
@@ -136,7 +137,7 @@ def test_odd_names_keep_their_rows_and_break_no_file(result: Path) -> None:
     assert ("generator", "A", "'" + FORMULA) in rows  # neutralised for spreadsheets
     mean = rows[("mean", "", "mean")]
     assert mean["n_generators"] == str(4 + 2 + 3)
-    for name in ("predictions.csv", "metrics.csv", "skipped.csv", "log.txt"):
+    for name in ("predictions.csv", "metrics.csv", "skipped.txt", "log.txt"):
         (result / name).read_bytes().decode("utf-8")  # valid UTF-8 throughout
     out = result.parent.parent
     board = (out / "leaderboard_acc.md").read_text(encoding="utf-8")

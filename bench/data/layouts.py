@@ -85,7 +85,7 @@ class Listing:
         if self.skipped:
             reasons = Counter(_reason_kind(r) for _, r in self.skipped)
             parts = ", ".join(f"{n} {kind}" for kind, n in reasons.most_common())
-            line += f"; {len(self.skipped)} entries not read ({parts}), listed in skipped.csv"
+            line += f"; {len(self.skipped)} entries not read ({parts}), listed in skipped.txt"
         return line
 
 
