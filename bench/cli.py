@@ -395,17 +395,23 @@ def cmd_predict(args: argparse.Namespace) -> int:
 
     from bench.predict import predict_images
 
-    writer = csv.writer(sys.stdout, delimiter="\t" if args.format == "tsv" else ",")
-    if args.format != "json":
-        writer.writerow(["p_fake", "path"])
+    # Each score is printed as soon as it exists: a later failure loses none of them. The
+    # header comes with the first result, so a run folder that cannot be used prints nothing.
+    # Paths print as given (their own bytes, see main()), so a script can use them again.
+    writer = csv.writer(
+        sys.stdout, delimiter="\t" if args.format == "tsv" else ",", lineterminator="\n"
+    )
     unreadable = 0
-    for path, prob in predict_images(Path(args.run), args.images, device=args.device):
-        shown = printable(str(path))
+    for i, (path, prob) in enumerate(
+        predict_images(Path(args.run), args.images, device=args.device)
+    ):
+        if i == 0 and args.format != "json":
+            writer.writerow(["p_fake", "path"])
         unreadable += prob is None
         if args.format == "json":
-            print(json.dumps({"path": shown, "p_fake": prob}))
+            print(json.dumps({"path": str(path), "p_fake": prob}))
         else:
-            writer.writerow(["" if prob is None else f"{prob:.4f}", shown])
+            writer.writerow(["" if prob is None else f"{prob:.4f}", str(path)])
         sys.stdout.flush()
     if unreadable:
         print(

@@ -14,6 +14,7 @@ from pathlib import Path
 from typing import Any
 
 from bench.errors import BenchError
+from bench.evaluation import evaluate
 from bench.options import merge_options
 from bench.registry import Registry
 from bench.run_files import (
@@ -206,7 +207,6 @@ def run(spec: RunSpec, registry: Registry) -> Path:
     import torch
 
     from bench.data.pipeline import ReadLog, load_caption_sidecars, make_loader, recording
-    from bench.evaluation import evaluate
     from bench.interfaces import RunContext, TrainData
     from bench.training import check_losses, no_training_image
 

@@ -153,7 +153,7 @@ def test_disk_full_simulated_at_the_write_layer(
 
     real_evaluate = bench.runner.evaluate
 
-    def evaluate_until_full(detector, samples, factory, run_dir, ctx, spec):
+    def evaluate_until_full(detector, samples, factory, run_dir, ctx, *rest):
         monkeypatch.setattr(bench.run_files, "atomic_write_text", _disk_full)
         (run_dir / "predictions.csv").write_text("path,generator,label,prob\n")
         _disk_full()
@@ -242,5 +242,7 @@ def test_non_utf8_file_and_folder_names_end_to_end(tmp_path, tiny_tree, tiny_tes
     env = {**os.environ, "PYTHONPATH": str(ROOT)}
     done = subprocess.run(predict, capture_output=True, env=env)
     assert done.returncode == 0, done.stderr.decode(errors="replace")
-    score, printed = done.stdout.rstrip(b"\n").split(b"\t")
+    header, line = done.stdout.rstrip(b"\n").split(b"\n")
+    assert header == b"p_fake\tpath"
+    score, printed = line.split(b"\t")
     assert printed == image and 0.0 <= float(score) <= 1.0  # the path's own bytes come back
