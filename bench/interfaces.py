@@ -111,6 +111,9 @@ class Detector(ABC):
     trainable: ClassVar[bool] = True
     #: Capabilities (see CAPABILITIES); addons check them before any work.
     provides: ClassVar[frozenset[str]] = frozenset()
+    #: Addons this detector already contains, each with the option to use instead; the
+    #: runner refuses ``--addon NAME`` for them in one line (it would do nothing, or twice).
+    includes: ClassVar[dict[str, str]] = {}
 
     def __init__(self, options: dict[str, Any]):
         self.options = dict(options)
