@@ -343,9 +343,16 @@ def make_provider(options: dict[str, Any], component: str) -> Callable[..., Capt
 
 
 def captions_for(
-    samples: Iterable[SampleLike], options: dict[str, Any], ctx: Any, component: str
+    samples: Iterable[SampleLike],
+    options: dict[str, Any],
+    ctx: Any,
+    component: str,
+    what: str = "training",
 ) -> Captions:
-    """Every sample's caption, or a one-line BenchError / the documented fallback."""
+    """Every sample's caption, or a one-line BenchError / the documented fallback.
+
+    ``what`` names the images in the message ("training", "test").
+    """
     samples = list(samples)
     captions = make_provider(options, component)(samples, ctx)
     missing = [s for s in samples if s.path not in captions]
@@ -363,7 +370,7 @@ def captions_for(
         )
     kind = options.get("captions", "file")
     raise BenchError(
-        f"{len(missing)} of {len(samples)} training images have no caption from "
+        f"{len(missing)} of {len(samples)} {what} images have no caption from "
         f"{component}.captions={kind!r} (e.g. {missing[0].path}); give "
         f"--opt {component}.caption_file=FILE, use {component}.captions=blip or prompt, "
         f"or --opt {component}.missing_captions=prompt"
@@ -390,22 +397,33 @@ class CaptionBank:
         self.captions = dict(captions)
 
     def features(self, texts: list[str]) -> Any:
-        """(len(texts), d) text features, encoding only texts not seen before."""
+        """(len(texts), d) float32 text features on the CPU, encoding only new texts.
+
+        On the CPU because the per-batch SVD runs there (no device sync in a training
+        step); checked finite here, once per text, so the per-step path need not check.
+        """
         import torch
 
         new = sorted({t for t in texts if t not in self._features})
         if new:
-            encoded = self.encode(new).detach()
+            encoded = self.encode(new).detach().float().cpu()
+            if not bool(torch.isfinite(encoded).all()):
+                raise BenchError("the text tower returned NaN or inf for a caption")
             self._features.update(zip(new, encoded, strict=True))
         return torch.stack([self._features[t] for t in texts])
+
+    def add(self, captions: Captions) -> None:
+        """More captions (test images' for the ``caption`` / ``own`` evaluation readings)."""
+        self.captions.update(captions)
 
     def for_paths(self, paths: list[str]) -> Any:
         """The caption features of a batch's images (rows of the paper's V)."""
         missing = [p for p in paths if p not in self.captions]
         if missing:
             raise BenchError(
-                f"no caption for training image {missing[0]} ({len(missing)} in this batch): "
-                "captions are computed in fit()/prepare() for the training samples"
+                f"no caption for image {missing[0]} ({len(missing)} in this batch): captions "
+                "are computed in fit()/prepare() for the training samples and, for the "
+                "caption/own evaluation readings, in plan_evaluation() for the test samples"
             )
         return self.features([self.captions[p] for p in paths])
 

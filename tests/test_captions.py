@@ -218,5 +218,5 @@ def test_caption_bank_encodes_each_text_once():
     assert bank.distinct().shape == (2, 4)
     bank.for_paths(["c", "a"])
     assert calls == [["a cat", "a dog!"]]
-    with pytest.raises(BenchError, match="no caption for training image"):
+    with pytest.raises(BenchError, match="no caption for image"):
         bank.for_paths(["zzz"])
