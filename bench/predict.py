@@ -30,7 +30,8 @@ def load_run(run_dir: Path, device: str = "auto"):  # noqa: ANN201
         addon = cls(item["options"])
         addon.attach(detector)
         addons.append(addon)
-    dev, amp = choose_device(device)
+    # a full-precision run predicts in full precision; a bf16 one as a new run would
+    dev, amp = choose_device(device, "fp32" if config.get("precision") == "fp32" else "auto")
     ctx = RunContext(
         device=dev, amp_dtype=amp, seed=config["spec"].get("seed", 0), log=lambda m: None
     )

@@ -38,6 +38,8 @@ class RunSpec:
     seed: int = 0
     max_per_class: int | None = None
     workers: int | None = None
+    #: "bf16" or "fp32"; None: the detector's ``precision`` option, else bf16 on CUDA.
+    precision: str | None = None
     progress: bool = True
     metric: str = "acc"
     train_name: str | None = None
@@ -59,6 +61,8 @@ class ResolvedComponents:
 
 def resolve_components(registry: Registry, spec: RunSpec) -> ResolvedComponents:
     """Look names up, check addon needs and merge options: all before any heavy work."""
+    if spec.precision not in (None, "bf16", "fp32"):
+        raise BenchError(f"precision must be bf16 or fp32, got {spec.precision!r}")
     det_entry = registry.get("detector", spec.detector)
     addon_entries = [registry.get("addon", name) for name in spec.addons]
     if len(set(spec.addons)) != len(spec.addons):
@@ -80,6 +84,8 @@ def resolve_components(registry: Registry, spec: RunSpec) -> ResolvedComponents:
     if spec.batch_size is not None:
         flags["batch_size"] = spec.batch_size
     defaults = det_entry.options(spec.preset)
+    if spec.precision is not None and "precision" in defaults:
+        flags["precision"] = spec.precision  # the run-level flag wins, and is recorded
     for key in list(flags):
         if key not in defaults:
             if det_cls.trainable:
@@ -108,16 +114,28 @@ def presets_layer(entry: Any, preset: str | None) -> dict[str, Any]:
     return dict(entry.presets.get(preset, {})) if preset else {}
 
 
-def choose_device(requested: str) -> tuple[str, Any]:
-    """ "auto" is CUDA (with bf16 autocast) when present, else the CPU."""
+PRECISIONS = ("auto", "bf16", "fp32")
+
+
+def choose_device(requested: str, precision: str | None = "auto") -> tuple[str, Any]:
+    """(device, autocast dtype): "auto" is CUDA when present, else the CPU.
+
+    precision "auto": bf16 autocast on CUDA, full precision on the CPU (bf16 there is slow
+    and changes results); "bf16": autocast on any device; "fp32": none (the official
+    UnivFD, SAFE and DGS-Net code all run in float32).
+    """
     import torch
 
     if requested == "auto":
         requested = "cuda" if torch.cuda.is_available() else "cpu"
     if requested.startswith("cuda") and not torch.cuda.is_available():
         raise BenchError(f"--device {requested} asked for, but no CUDA device is available")
-    amp = torch.bfloat16 if requested.startswith("cuda") else None
-    return requested, amp
+    precision = precision or "auto"
+    if precision not in PRECISIONS:
+        raise BenchError(f"--precision must be one of {', '.join(PRECISIONS)}, got {precision!r}")
+    if precision == "auto":
+        precision = "bf16" if requested.startswith("cuda") else "fp32"
+    return requested, torch.bfloat16 if precision == "bf16" else None
 
 
 def dataset_name(path: str) -> str:
@@ -185,15 +203,16 @@ def run(spec: RunSpec, registry: Registry) -> Path:
 
     import torch
 
-    from bench.data.pipeline import load_caption_sidecars, make_loader
+    from bench.data.pipeline import default_workers, load_caption_sidecars, make_loader
     from bench.interfaces import RunContext, TrainData
 
-    device, amp = choose_device(spec.device)
+    precision = spec.precision or resolved.detector_options.get("precision", "auto")
+    device, amp = choose_device(spec.device, precision)
     out = Path(spec.out)
     run_dir = out / "runs" / new_run_id(spec.label, train_name)
     run_dir.mkdir(parents=True, exist_ok=False)
     log = RunLog(run_dir / "log.txt", echo=spec.progress)
-    workers = spec.workers if spec.workers is not None else min(4, os.cpu_count() or 1)
+    workers = spec.workers if spec.workers is not None else default_workers()
     config = {
         "label": spec.label,
         "train_name": train_name,
@@ -204,7 +223,9 @@ def run(spec: RunSpec, registry: Registry) -> Path:
             for n, o in zip(spec.addons, resolved.addon_options, strict=True)
         ],
         "device": device,
+        "precision": "bf16" if amp is not None else "fp32",
         "autocast": str(amp) if amp else None,
+        "workers": workers,
         "torch": torch.__version__,
         "n_train": len(train_samples),
         "n_test": len(test_samples),
@@ -251,6 +272,7 @@ def run(spec: RunSpec, registry: Registry) -> Path:
                 factory,
                 batch_size=int(resolved.detector_options.get("batch_size", 32)),
                 epochs=int(resolved.detector_options.get("epochs", 1)),
+                root=spec.train,
             )
         for addon in addons:
             addon.prepare(detector, train_data, ctx)
@@ -264,10 +286,13 @@ def run(spec: RunSpec, registry: Registry) -> Path:
         t0 = time.perf_counter()
         evaluate(detector, test_samples, factory, run_dir, ctx, spec)
         config["eval_seconds"] = round(time.perf_counter() - t0, 2)
+        config["notes"] = ctx.notes
         config["status"] = "finished"
         config["finished_at"] = time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime())
         write_json(run_dir / "config.json", config)
     except BaseException as exc:
+        if "ctx" in locals():
+            config["notes"] = ctx.notes
         config["status"] = "failed"
         config["error"] = f"{type(exc).__name__}: {exc}"
         write_json(run_dir / "config.json", config)
@@ -307,22 +332,26 @@ def evaluate(detector, samples, factory, run_dir: Path, ctx, spec: RunSpec) -> N
     import torch
     from tqdm import tqdm
 
+    from bench.data.pipeline import DataWait
     from bench.metrics import per_generator_metrics
-    from bench.training import autocast, to_device
+    from bench.training import autocast, record_wait, to_device
 
     chain = detector.transforms(train=False)
     batch_size = int(
         detector.options.get("eval_batch_size", detector.options.get("batch_size", 32))
     )
-    loader = factory(samples, chain, train=False, shuffle=False, batch_size=batch_size)
-    generators, labels, probs, skipped = [], [], [], []
     detector.train_mode(False)
+    plan = detector.plan_evaluation(samples, ctx)
+    wait = DataWait()
+    source = evaluation_batches(samples, chain, factory, plan, batch_size)
+    batches = wait(source)
+    generators, labels, probs, skipped = [], [], [], []
     with open(run_dir / "predictions.csv", "w", newline="", encoding="utf-8") as fh:
         writer = csv.writer(fh)
         writer.writerow(["path", "generator", "label", "prob"])
-        for batch in tqdm(loader, desc="evaluate", disable=not ctx.progress):
+        for batch in tqdm(batches, total=len(source), desc="evaluate", disable=not ctx.progress):
             skipped.extend(batch["skipped"])
-            if batch["image"] is None:
+            if not batch["path"]:
                 continue
             batch = to_device(batch, ctx.device)
             with torch.no_grad(), autocast(ctx):
@@ -339,6 +368,7 @@ def evaluate(detector, samples, factory, run_dir: Path, ctx, spec: RunSpec) -> N
                 labels.append(int(lab))
                 probs.append(prob)
             fh.flush()
+    record_wait(ctx, wait, "evaluate")
     if skipped:
         (run_dir / "skipped.txt").write_text("\n".join(skipped) + "\n", encoding="utf-8")
         ctx.log(f"skipped {len(skipped)} unreadable images (listed in skipped.txt)")
@@ -350,3 +380,44 @@ def evaluate(detector, samples, factory, run_dir: Path, ctx, spec: RunSpec) -> N
     ctx.log(
         f"mean over generators: acc {mean['acc']:.4f}  ap {mean['ap']:.4f}  auc {mean['auc']:.4f}"
     )
+
+
+def evaluation_batches(samples, chain, factory, plan, batch_size: int):  # noqa: ANN001, ANN201
+    """The test batches: from the image loader (in the detector's fixed composition when
+    it asks for one), or from inputs the detector computed already (no decoding)."""
+    if plan is not None and plan.features is not None:
+        return FeatureBatches(samples, plan, batch_size)
+    fixed = plan.batches if plan is not None else None
+    return factory(samples, chain, train=False, shuffle=False, batch_size=batch_size, batches=fixed)
+
+
+class FeatureBatches:
+    """Batches of precomputed features, shaped as the loader's (skipped files listed)."""
+
+    def __init__(self, samples: list, plan: Any, batch_size: int):
+        n = len(samples)
+        self.samples, self.plan = samples, plan
+        self.order = plan.batches or [
+            list(range(i, min(i + batch_size, n))) for i in range(0, n, batch_size)
+        ]
+
+    def __len__(self) -> int:
+        return len(self.order)
+
+    def __iter__(self):  # noqa: ANN204
+        import torch
+
+        samples, plan = self.samples, self.plan
+        for idx in self.order:
+            good = [i for i in idx if i not in plan.missing]
+            yield {
+                "features": plan.features[good] if good else None,
+                "image": None,
+                "label": torch.tensor([float(samples[i].label) for i in good]),
+                "path": [samples[i].path for i in good],
+                "generator": [samples[i].generator for i in good],
+                "index": torch.tensor(good, dtype=torch.long),
+                "skipped": [
+                    f"{samples[i].path} ({plan.missing[i]})" for i in idx if i in plan.missing
+                ],
+            }
