@@ -332,6 +332,7 @@ def evaluate(detector, samples, factory, run_dir: Path, ctx, spec: RunSpec) -> N
     import torch
     from tqdm import tqdm
 
+    from bench.data.evaluation import evaluation_batches
     from bench.data.pipeline import DataWait
     from bench.metrics import per_generator_metrics
     from bench.training import autocast, record_wait, to_device
@@ -380,44 +381,3 @@ def evaluate(detector, samples, factory, run_dir: Path, ctx, spec: RunSpec) -> N
     ctx.log(
         f"mean over generators: acc {mean['acc']:.4f}  ap {mean['ap']:.4f}  auc {mean['auc']:.4f}"
     )
-
-
-def evaluation_batches(samples, chain, factory, plan, batch_size: int):  # noqa: ANN001, ANN201
-    """The test batches: from the image loader (in the detector's fixed composition when
-    it asks for one), or from inputs the detector computed already (no decoding)."""
-    if plan is not None and plan.features is not None:
-        return FeatureBatches(samples, plan, batch_size)
-    fixed = plan.batches if plan is not None else None
-    return factory(samples, chain, train=False, shuffle=False, batch_size=batch_size, batches=fixed)
-
-
-class FeatureBatches:
-    """Batches of precomputed features, shaped as the loader's (skipped files listed)."""
-
-    def __init__(self, samples: list, plan: Any, batch_size: int):
-        n = len(samples)
-        self.samples, self.plan = samples, plan
-        self.order = plan.batches or [
-            list(range(i, min(i + batch_size, n))) for i in range(0, n, batch_size)
-        ]
-
-    def __len__(self) -> int:
-        return len(self.order)
-
-    def __iter__(self):  # noqa: ANN204
-        import torch
-
-        samples, plan = self.samples, self.plan
-        for idx in self.order:
-            good = [i for i in idx if i not in plan.missing]
-            yield {
-                "features": plan.features[good] if good else None,
-                "image": None,
-                "label": torch.tensor([float(samples[i].label) for i in good]),
-                "path": [samples[i].path for i in good],
-                "generator": [samples[i].generator for i in good],
-                "index": torch.tensor(good, dtype=torch.long),
-                "skipped": [
-                    f"{samples[i].path} ({plan.missing[i]})" for i in idx if i in plan.missing
-                ],
-            }

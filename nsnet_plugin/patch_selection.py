@@ -42,7 +42,6 @@ from typing import Any, Literal
 
 import numpy as np
 import torch
-import torch.nn.functional as F
 
 from bench.errors import BenchError
 from bench.interfaces import Addon, Detector, Transform
@@ -58,97 +57,33 @@ from nsnet_plugin.patch_entropy import (
     spectral_entropy,
     to_gray,
 )
+from nsnet_plugin.patch_geometry import (
+    ODD_TILE_CHOICES,
+    SMALL_IMAGE_POLICIES,
+    OddTile,
+    SmallImage,
+    check_sizes,
+    fit_small,
+    from_tiles,
+    split_counts,
+    to_patches,
+)
 
-SmallImage = Literal["reflect", "resize", "error"]
-OddTile = Literal["low", "high"]
 EntropyInput = Literal["luma", "rgb-mean"]
-SMALL_IMAGE_POLICIES = ("reflect", "resize", "error")
-ODD_TILE_CHOICES = ("low", "high")
 #: Re-exported for callers of the first release.
-__all__ = ["ENTROPY_DECIMALS", "LUMA_601", "spectral_entropy", "to_gray"]
+__all__ = [
+    "ENTROPY_DECIMALS",
+    "LUMA_601",
+    "ODD_TILE_CHOICES",
+    "SMALL_IMAGE_POLICIES",
+    "fit_small",
+    "from_tiles",
+    "spectral_entropy",
+    "split_counts",
+    "to_gray",
+    "to_patches",
+]
 _LUMA32 = np.asarray(LUMA_601, dtype=np.float32)
-
-
-# --------------------------------------------------------------------------- geometry
-def _check_sizes(out_size: int, patch_size: int) -> int:
-    if patch_size <= 0 or out_size <= 0:
-        raise ValueError(f"out_size and patch_size must be positive, got {out_size}, {patch_size}")
-    if out_size % patch_size:
-        raise ValueError(f"out_size {out_size} is not a multiple of patch_size {patch_size}")
-    return (out_size // patch_size) ** 2
-
-
-def split_counts(tiles: int, odd_tile: OddTile = "high") -> tuple[int, int]:
-    """(highest, lowest) counts for ``tiles`` output tiles; the odd one goes to odd_tile."""
-    if odd_tile not in ODD_TILE_CHOICES:
-        raise ValueError(f"odd_tile must be one of {ODD_TILE_CHOICES}, got {odd_tile!r}")
-    small, large = tiles // 2, tiles - tiles // 2
-    return (small, large) if odd_tile == "low" else (large, small)
-
-
-def _mirror_index(length: int, size: int, device: torch.device) -> torch.Tensor:
-    """Indices 0..size-1 folded into 0..length-1 by mirroring (edge pixel repeated)."""
-    i = torch.arange(size, device=device) % (2 * length)
-    return torch.where(i < length, i, 2 * length - 1 - i)
-
-
-def _grow_reflect(images: torch.Tensor, out_size: int) -> torch.Tensor:
-    h, w = images.shape[-2:]
-    rows = _mirror_index(h, max(h, out_size), images.device)
-    cols = _mirror_index(w, max(w, out_size), images.device)
-    return images.index_select(-2, rows).index_select(-1, cols)
-
-
-def _grow_resize(images: torch.Tensor, tiles: int, patch_size: int) -> torch.Tensor:
-    """Uniform bicubic upscale by the smallest factor (on a 1 % grid) giving ``tiles`` patches."""
-    h, w = images.shape[-2:]
-    scale = max(patch_size / min(h, w), (tiles * patch_size**2 / (h * w)) ** 0.5)
-    while (round(h * scale) // patch_size) * (round(w * scale) // patch_size) < tiles:
-        scale *= 1.01
-    size = (round(h * scale), round(w * scale))
-    out = F.interpolate(images.to(torch.float32), size=size, mode="bicubic", align_corners=False)
-    if images.dtype == torch.uint8:
-        return out.round().clamp(0, 255).to(torch.uint8)
-    return out.to(images.dtype)
-
-
-def fit_small(
-    images: torch.Tensor, out_size: int, patch_size: int, small_image: SmallImage
-) -> torch.Tensor:
-    """Apply the small-image policy when (B, C, H, W) images have too few whole patches."""
-    if small_image not in SMALL_IMAGE_POLICIES:
-        raise ValueError(f"small_image must be one of {SMALL_IMAGE_POLICIES}, got {small_image!r}")
-    tiles = _check_sizes(out_size, patch_size)
-    h, w = images.shape[-2:]
-    if (h // patch_size) * (w // patch_size) >= tiles:
-        return images
-    if h == 0 or w == 0:
-        raise ValueError(f"empty image ({h} x {w})")
-    if small_image == "error":
-        raise ValueError(
-            f"image of {w} x {h} px has {(h // patch_size) * (w // patch_size)} whole "
-            f"{patch_size}-px patches; {tiles} are needed (small_image='error')"
-        )
-    if small_image == "reflect":
-        return _grow_reflect(images, out_size)
-    return _grow_resize(images, tiles, patch_size)
-
-
-def to_patches(images: torch.Tensor, patch_size: int) -> torch.Tensor:
-    """(B, C, H, W) -> (B, n, C, N, N), row-major; the right/bottom remainder is cropped."""
-    b, c, h, w = images.shape
-    rows, cols = h // patch_size, w // patch_size
-    x = images[:, :, : rows * patch_size, : cols * patch_size]
-    x = x.reshape(b, c, rows, patch_size, cols, patch_size).permute(0, 2, 4, 1, 3, 5)
-    return x.reshape(b, rows * cols, c, patch_size, patch_size)
-
-
-def from_tiles(tiles: torch.Tensor) -> torch.Tensor:
-    """(B, g², C, N, N) -> (B, C, g·N, g·N), tiles placed row-major."""
-    b, t, c, n, _ = tiles.shape
-    g = int(round(t**0.5))
-    x = tiles.reshape(b, g, g, c, n, n).permute(0, 3, 1, 4, 2, 5)
-    return x.reshape(b, c, g * n, g * n)
 
 
 def select_order(entropy: torch.Tensor, n_high: int, n_low: int) -> torch.Tensor:
@@ -239,7 +174,7 @@ def patch_select_batch(
     """
     if images.ndim != 4:
         raise ValueError(f"images must be (B, C, H, W), got shape {tuple(images.shape)}")
-    tiles = _check_sizes(out_size, patch_size)
+    tiles = check_sizes(out_size, patch_size)
     n_high, n_low = split_counts(tiles, odd_tile)
     b = images.shape[0]
     seed_list = [0] * b if seeds is None else [int(s) for s in seeds]
@@ -303,7 +238,7 @@ def patch_select_array(
     (no CHW copy), BT.601 luma is one float32 matrix product, and the tiles are gathered
     by one fancy index. seed None: from the content (evaluation).
     """
-    tiles = _check_sizes(out_size, patch_size)
+    tiles = check_sizes(out_size, patch_size)
     n_high, n_low = split_counts(tiles, odd_tile)
     n = patch_size
     h, w, c = array.shape
@@ -357,7 +292,7 @@ class PatchSelect(Transform):
         entropy_input: EntropyInput = "luma",
     ):
         try:
-            _check_sizes(out_size, patch_size)
+            check_sizes(out_size, patch_size)
             split_counts(1, odd_tile)
         except ValueError as exc:
             raise BenchError(f"patch_select: {exc}") from None
