@@ -51,8 +51,14 @@ def predict_images(
 
     from bench.training import autocast
 
+    from bench.data.layouts import Sample
+
     detector, ctx = load_run(run_dir, device)
     chain = detector.transforms(train=False)
+    # what a detector prepares before evaluating (NS-Net's caption/own readings caption
+    # the images); each image is then scored on its own, in a batch of one
+    readable = [str(Path(p).resolve()) for p in images if Path(p).is_file()]
+    detector.plan_evaluation([Sample(p, 0, "-") for p in readable], ctx)
     results: list[tuple[str, float | None]] = []
     for path in images:
         try:
