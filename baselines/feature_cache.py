@@ -90,16 +90,11 @@ def weights_fingerprint(module: torch.nn.Module, per_tensor: int = 64) -> str:
 
 
 def image_digests(samples: Sequence[Sample]) -> list[str | None]:
-    """sha256 of each image file (None for a file that cannot be read)."""
-    from bench.cache import file_digest
+    """sha256 of each image file (None for a file that cannot be read), hashed once per
+    file version (``bench.cache.file_digests``)."""
+    from bench.cache import file_digests
 
-    out: list[str | None] = []
-    for sample in samples:
-        try:
-            out.append(file_digest(sample.path))
-        except OSError:
-            out.append(None)
-    return out
+    return file_digests([sample.path for sample in samples])
 
 
 class FeatureStore:
@@ -176,12 +171,14 @@ def cached_features(
     view: int,
     batch_size: int,
     ctx: RunContext,
+    skipped: dict[int, str] | None = None,
 ) -> tuple[torch.Tensor | None, torch.Tensor, int]:
     """Features of ``samples`` through ``chain`` (view ``view``), computing only the missing.
 
     key: what the features depend on besides chain, view and image (backbone identity,
     weights fingerprint, precision). Returns (features (n, d) float32 on the CPU, a mask of
-    the samples that have one (unreadable images have none), how many were computed now).
+    the samples that have one (unreadable images have none), how many were computed now);
+    ``skipped``, if given, collects index -> reason for the images that could not be read.
     """
     from bench.cache import cache_dir
     from bench.data.pipeline import make_loader
@@ -198,6 +195,8 @@ def cached_features(
     }
     store = FeatureStore(cache_dir("features", parts), describe=parts)
     feats, found = store.lookup(digests)
+    if skipped is not None:
+        skipped.update({i: "unreadable file" for i, d in enumerate(digests) if d is None})
     missing = [i for i, d in enumerate(digests) if d is not None and not found[i]]
     if not missing:
         return feats, found, 0
@@ -214,7 +213,13 @@ def cached_features(
     pending_digests: list[str] = []
     pending: list[torch.Tensor] = []
     computed = 0
+    by_path = {samples[i].path: i for i in missing} if skipped is not None else {}
     for batch in loader:
+        if skipped is not None:
+            for entry in batch["skipped"]:
+                path, _, reason = entry.partition(" (")
+                if path in by_path:
+                    skipped[by_path[path]] = reason.rstrip(")") or "unreadable"
         if batch["image"] is None:
             continue
         rows = [missing[int(j)] for j in batch["index"]]
