@@ -262,3 +262,22 @@ def test_per_batch_projection_reads_nothing_back_from_the_device() -> None:
     U = torch.empty(32, 768, device="meta")
     out = NullSpace("batch").project_batch(U, V)
     assert out.device.type == "meta" and out.shape == (32, 768) and out.dtype == torch.float32
+
+
+def test_addon_batch_mode_projects_by_the_batchs_captions_in_float32() -> None:
+    from nsnet_plugin.captions import CaptionBank
+    from nsnet_plugin.nullspace_addon import NullSpaceAddon
+
+    table = {
+        f"text {i}": torch.randn(48, generator=torch.Generator().manual_seed(i)) for i in range(6)
+    }
+    addon = NullSpaceAddon({"mode": "batch", "captions": "file"})
+    addon.bank = CaptionBank(lambda texts: torch.stack([table[t] for t in texts]))
+    addon.bank.set({f"/img/{i}.png": f"text {i}" for i in range(6)})
+    U = torch.randn(6, 48, dtype=torch.float64)
+    with torch.autocast("cpu", dtype=torch.bfloat16):
+        out = addon.apply(U.to(torch.bfloat16), {"path": [f"/img/{i}.png" for i in range(6)]}, True)
+    assert out.dtype == torch.float32
+    V = torch.stack([table[f"text {i}"] for i in range(6)]).double()
+    want = U.to(torch.bfloat16).double() @ null_space_projector(V)
+    torch.testing.assert_close(out.double(), want, atol=1e-5, rtol=0)
