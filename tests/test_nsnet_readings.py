@@ -249,3 +249,30 @@ def test_runs_saved_before_the_options_existed_keep_their_readings():
         "luma",
         "clip",
     )
+
+
+def test_entropy_input_and_odd_tile_readings_at_the_prediction(tmp_path):
+    """On a grey photo luma and rgb-mean keep the same patches, so NS-Net predicts the same;
+    on a colour photo they keep different ones, and so do the two odd-tile readings."""
+    from PIL import Image
+    from skimage import data as skdata
+
+    from bench.data.layouts import Sample
+
+    paths = {}
+    for name, array in (("colour", skdata.astronaut()), ("grey", skdata.camera())):
+        paths[name] = str(tmp_path / f"{name}.png")
+        Image.fromarray(array).convert("RGB").save(paths[name])
+    samples = [Sample(paths["colour"], 1, "x"), Sample(paths["grey"], 0, "x")]
+
+    def predict(**overrides) -> torch.Tensor:
+        detector = build(seed=2, nullspace="none", captions="prompt", **overrides)
+        chain = detector.transforms(train=False)
+        batch = next(iter(make_loader(samples, chain, train=False, shuffle=False, batch_size=2)))
+        return detector.predict_proba(batch)
+
+    luma, rgb = predict(), predict(entropy_input="rgb-mean")
+    assert abs(float(luma[1] - rgb[1])) < 1e-6  # grey: the same patches, the same tiling
+    assert abs(float(luma[0] - rgb[0])) > 1e-5  # colour: other patches
+    low = predict(odd_tile="low")
+    assert abs(float(luma[0] - low[0])) > 1e-5
