@@ -213,8 +213,12 @@ def cached_features(
     pending_digests: list[str] = []
     pending: list[torch.Tensor] = []
     computed = 0
+    from bench.data.pipeline import DataWait
+    from bench.training import record_wait
+
     by_path = {samples[i].path: i for i in missing} if skipped is not None else {}
-    for batch in loader:
+    wait = DataWait()
+    for batch in wait(loader):
         if skipped is not None:
             for entry in batch["skipped"]:
                 path, _, reason = entry.partition(" (")
@@ -235,4 +239,5 @@ def cached_features(
             store.add(pending_digests, torch.cat(pending))
             pending_digests, pending = [], []
     store.add(pending_digests, torch.cat(pending) if pending else torch.zeros(0))
+    record_wait(ctx, wait, "features")  # the backbone's forwards wait on images here
     return feats, found, computed
