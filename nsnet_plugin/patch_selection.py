@@ -36,7 +36,6 @@ Choices the paper leaves open, each an option:
 
 from __future__ import annotations
 
-import hashlib
 from collections.abc import Sequence
 from typing import Any, Literal
 
@@ -135,23 +134,33 @@ def shuffle_perms(seeds: Sequence[int], tiles: int) -> torch.Tensor:
 
     SplitMix64 is a bijection of 64-bit integers, so one seed's keys never tie.
     """
-    s = np.asarray([int(v) % 2**64 for v in seeds], dtype=np.uint64)
+    s = np.asarray(seeds, dtype=object) % 2**64 if len(seeds) else np.zeros(0)
+    s = s.astype(np.uint64)
     x = (s[:, None] << np.uint64(32)) + np.arange(tiles, dtype=np.uint64)[None, :]
     return torch.from_numpy(np.argsort(_splitmix64(x), axis=1, kind="stable"))
 
 
-def content_seed(selected: np.ndarray | torch.Tensor, shape: Sequence[int]) -> int:
-    """A shuffle seed from which patches were selected and the image's (H, W, C) shape.
+def selection_seeds(selected: np.ndarray, shape: Sequence[int]) -> np.ndarray:
+    """(B, t) kept patch indices -> (B,) shuffle seeds: a SplitMix64 chain over the image's
+    (H, W, C) shape and the kept indices in ascending order, for a whole batch at once.
 
     The selection is a function of the pixels alone (and exact: the same on every
     machine), so evaluation is independent of order, worker and run; it costs nothing
     beside the selection, whatever the image size.
     """
+    kept = np.sort(np.asarray(selected, dtype=np.int64), axis=1).astype(np.uint64)
+    h = np.full(kept.shape[0], 0x6E736E6574, dtype=np.uint64)  # "nsnet"
+    for value in shape:
+        h = _splitmix64(h ^ np.uint64(int(value)))
+    for j in range(kept.shape[1]):  # over the 49 tiles, not over images
+        h = _splitmix64(h ^ kept[:, j])
+    return h >> np.uint64(1)  # below 2**63
+
+
+def content_seed(selected: np.ndarray | torch.Tensor, shape: Sequence[int]) -> int:
+    """``selection_seeds`` of one image's kept indices."""
     data = selected.cpu().numpy() if isinstance(selected, torch.Tensor) else selected
-    h = hashlib.blake2b(digest_size=8)
-    h.update(f"{tuple(int(v) for v in shape)}|".encode())
-    h.update(np.sort(np.asarray(data, dtype=np.int64)).tobytes())
-    return int.from_bytes(h.digest(), "little") % 2**63
+    return int(selection_seeds(np.asarray(data).reshape(1, -1), shape)[0])
 
 
 # --------------------------------------------------------------------------- selection
@@ -187,8 +196,7 @@ def patch_select_batch(
     rows = torch.arange(b, device=order.device)[:, None]
     if shuffle:
         if content_seeds:
-            kept = order.cpu().numpy()
-            seed_list = [content_seed(kept[i], (h, w, c)) for i in range(b)]
+            seed_list = selection_seeds(order.cpu().numpy(), (h, w, c)).tolist()
         order = torch.gather(order, 1, shuffle_perms(seed_list, tiles).to(order.device))
     return from_tiles(patches[rows, order])
 

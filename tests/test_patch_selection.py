@@ -520,3 +520,15 @@ def test_shuffle_permutations_are_hash_based_and_batched() -> None:
     assert all(sorted(p.tolist()) == list(range(49)) for p in perms)
     assert torch.equal(perms[0], perms[3]) and not torch.equal(perms[0], perms[1])
     assert torch.equal(shuffle_perms([1], 49)[0], perms[1])  # one image = its row of a batch
+
+
+def test_evaluation_seeds_agree_between_the_pil_tensor_and_batch_paths() -> None:
+    imgs = [np.ascontiguousarray(PHOTOS[n][:320, :352]) for n in ("coffee", "rocket")]
+    t = PatchSelect()
+    pil = [np.asarray(t(Image.fromarray(x), train=False, seed=i)) for i, x in enumerate(imgs)]
+    tensor = [hwc(t(chw(x), train=False, seed=9)) for x in imgs]
+    batch = patch_select_batch(
+        torch.stack([chw(x) for x in imgs]), seeds=[5, 6], content_seeds=True
+    )
+    for k in range(2):
+        assert np.array_equal(pil[k], tensor[k]) and np.array_equal(pil[k], hwc(batch[k]))
