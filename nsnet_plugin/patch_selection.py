@@ -141,20 +141,19 @@ def shuffle_perms(seeds: Sequence[int], tiles: int) -> torch.Tensor:
 
 
 def selection_seeds(selected: np.ndarray, shape: Sequence[int]) -> np.ndarray:
-    """(B, t) kept patch indices -> (B,) shuffle seeds: a SplitMix64 chain over the image's
-    (H, W, C) shape and the kept indices in ascending order, for a whole batch at once.
+    """(B, t) kept patch indices -> (B,) shuffle seeds below 2**63, for a batch at once:
+    SplitMix64 of (position, index, the image's (H, W, C)) per kept patch, XOR-folded.
 
     The selection is a function of the pixels alone (and exact: the same on every
-    machine), so evaluation is independent of order, worker and run; it costs nothing
-    beside the selection, whatever the image size.
+    machine), so evaluation is independent of order, worker and run; it costs a few
+    array operations beside the selection, whatever the image size.
     """
     kept = np.sort(np.asarray(selected, dtype=np.int64), axis=1).astype(np.uint64)
-    h = np.full(kept.shape[0], 0x6E736E6574, dtype=np.uint64)  # "nsnet"
-    for value in shape:
-        h = _splitmix64(h ^ np.uint64(int(value)))
-    for j in range(kept.shape[1]):  # over the 49 tiles, not over images
-        h = _splitmix64(h ^ kept[:, j])
-    return h >> np.uint64(1)  # below 2**63
+    h, w, c = (np.uint64(int(v)) for v in shape)
+    salt = _splitmix64(np.asarray([(h << np.uint64(40)) ^ (w << np.uint64(16)) ^ c]))
+    position = np.arange(kept.shape[1], dtype=np.uint64)[None, :] << np.uint64(32)
+    keys = _splitmix64(kept ^ position ^ salt)
+    return _splitmix64(np.bitwise_xor.reduce(keys, axis=1)) >> np.uint64(1)
 
 
 def content_seed(selected: np.ndarray | torch.Tensor, shape: Sequence[int]) -> int:
