@@ -49,9 +49,8 @@ def predict_images(
     import torch
     from PIL import Image, UnidentifiedImageError
 
-    from bench.training import autocast
-
     from bench.data.layouts import Sample
+    from bench.training import autocast
 
     detector, ctx = load_run(run_dir, device)
     chain = detector.transforms(train=False)
