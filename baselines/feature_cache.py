@@ -90,16 +90,11 @@ def weights_fingerprint(module: torch.nn.Module, per_tensor: int = 64) -> str:
 
 
 def image_digests(samples: Sequence[Sample]) -> list[str | None]:
-    """sha256 of each image file (None for a file that cannot be read)."""
-    from bench.cache import file_digest
+    """sha256 of each image file (None for a file that cannot be read), hashed once per
+    file version (``bench.cache.file_digests``)."""
+    from bench.cache import file_digests
 
-    out: list[str | None] = []
-    for sample in samples:
-        try:
-            out.append(file_digest(sample.path))
-        except OSError:
-            out.append(None)
-    return out
+    return file_digests([sample.path for sample in samples])
 
 
 class FeatureStore:
@@ -167,6 +162,17 @@ def _atomic_write_text(path: Path, text: str) -> None:
     atomic_write_text(path, text, fsync=False)
 
 
+def _unreadable(path: str) -> str:
+    """Why a file that could not be hashed cannot be read, as the image reader says it."""
+    from bench.data.images import UnreadableImage, load_rgb
+
+    try:
+        load_rgb(path)
+    except UnreadableImage as exc:
+        return exc.reason
+    return "unreadable file"
+
+
 def cached_features(
     samples: Sequence[Sample],
     digests: Sequence[str | None],
@@ -178,12 +184,14 @@ def cached_features(
     view: int,
     batch_size: int,
     ctx: RunContext,
+    skipped: dict[int, str] | None = None,
 ) -> tuple[torch.Tensor | None, torch.Tensor, int]:
     """Features of ``samples`` through ``chain`` (view ``view``), computing only the missing.
 
     key: what the features depend on besides chain, view and image (backbone identity,
     weights fingerprint, precision). Returns (features (n, d) float32 on the CPU, a mask of
-    the samples that have one (unreadable images have none), how many were computed now).
+    the samples that have one (unreadable images have none), how many were computed now);
+    ``skipped``, if given, collects index -> reason for the images that could not be read.
     """
     from bench.cache import cache_dir
     from bench.data.pipeline import make_loader
@@ -200,6 +208,10 @@ def cached_features(
     }
     store = FeatureStore(cache_dir("features", parts), describe=parts)
     feats, found = store.lookup(digests)
+    if skipped is not None:
+        skipped.update(
+            {i: _unreadable(samples[i].path) for i, d in enumerate(digests) if d is None}
+        )
     missing = [i for i, d in enumerate(digests) if d is not None and not found[i]]
     if not missing:
         return feats, found, 0
@@ -218,12 +230,22 @@ def cached_features(
     computed = 0
     from tqdm import tqdm
 
+    from bench.data.pipeline import DataWait
+    from bench.training import record_wait
+
+    by_path = {samples[i].path: i for i in missing} if skipped is not None else {}
+    wait = DataWait()
     bar = tqdm(
-        loader,
+        wait(loader),
+        total=len(loader),
         desc=f"features ({'train' if train else 'eval'} view {view})",
         disable=not ctx.progress,
     )
     for batch in bar:
+        if skipped is not None:
+            for path, reason in batch["unreadable"]:
+                if path in by_path:
+                    skipped[by_path[path]] = reason
         if batch["image"] is None:
             continue
         rows = [missing[int(j)] for j in batch["index"]]
@@ -239,4 +261,5 @@ def cached_features(
             store.add(pending_digests, torch.cat(pending))
             pending_digests, pending = [], []
     store.add(pending_digests, torch.cat(pending) if pending else torch.zeros(0))
+    record_wait(ctx, wait, "features")  # the backbone's forwards wait on images here
     return feats, found, computed

@@ -32,6 +32,12 @@ from baselines.feature_cache import (
     parse_cache_mode,
     weights_fingerprint,
 )
+from baselines.schedule import (
+    OfficialSchedule,
+    validation_accuracy,
+    validation_features,
+    validation_split,
+)
 from bench.builtin.transforms import CenterCrop, HorizontalFlip, RandomCrop, ToTensor
 from bench.errors import BenchError
 from bench.interfaces import (
@@ -39,6 +45,7 @@ from bench.interfaces import (
     CLIP_STD,
     Batch,
     Detector,
+    EvalPlan,
     RunContext,
     TrainData,
     TransformChain,
@@ -136,7 +143,9 @@ class FrozenClipDetector(Detector):
     def _features(self, batch: Batch) -> torch.Tensor:
         """Cached features when the batch carries them, else the backbone's; then the hooks."""
         features = batch.get("features")
-        if features is None:
+        if features is not None:
+            features = features.to(self.device, non_blocking=True)
+        else:
             features = self.extract_features(batch["image"])
         return self.apply_feature_hooks(features, batch)
 
@@ -159,9 +168,8 @@ class FrozenClipDetector(Detector):
     def configure_scheduler(self, optimizer: Any, steps_per_epoch: int, epochs: int) -> Any:
         """lr ÷ 10 after each epoch listed in ``lr_drop_epochs`` (empty: constant lr).
 
-        UnivFD divides the lr by 10 whenever validation accuracy plateaus (early stopping,
-        patience 5, until the lr falls below 1e-6). Runs here have a fixed epoch count and
-        no validation split, so the drops, if wanted, are placed at fixed epochs instead.
+        The fixed schedule. UnivFD's own (``schedule = "official"``, baselines/schedule.py)
+        divides the lr on validation plateaus instead.
         """
         drops = sorted(int(e) for e in self.options.get("lr_drop_epochs", []))
         if not drops:
@@ -191,13 +199,135 @@ class FrozenClipDetector(Detector):
         facts["feature_cache"] = self.options.get("feature_cache", "off")
         return facts
 
-    # --- training on cached features -----------------------------------------------------
+    # --- training ------------------------------------------------------------------
     def fit(self, train: TrainData, ctx: RunContext) -> list[float]:
-        if self.cache_mode.kind == "off":
+        """Fixed epochs (``schedule = "fixed"``) or UnivFD's official schedule.
+
+        Features come from the cache unless ``feature_cache = "off"``; with the fixed
+        schedule and no cache this is the standard loop.
+        """
+        self._ctx = ctx
+        official = str(self.options.get("schedule", "fixed")) == "official"
+        if self.cache_mode.kind == "off" and not official:
             from bench.training import fit_loop
 
             return fit_loop(self, train, ctx)
-        return self._fit_cached(train, ctx)
+        schedule, val = None, None
+        if official:
+            samples, held, source = validation_split(
+                train.samples,
+                train.root,
+                str(self.options.get("val_set", "auto")),
+                float(self.options.get("val_fraction", 0.05)),
+                ctx.seed,
+            )
+            ctx.log(
+                f"{self.name}: official schedule: validation on {len(held)} images ({source}), "
+                f"training on {len(samples)}; at most {train.epochs} epochs"
+            )
+            train = train.subset(samples)
+            val = validation_features(self, held, ctx)
+            schedule = OfficialSchedule(
+                patience=int(self.options.get("patience", 5)),
+                min_lr=float(self.options.get("min_lr", 1e-6)),
+            )
+        epochs = int(train.epochs)
+        run_epoch, steps_per_epoch = self._epoch_runner(train, ctx)
+        optimizer = self.configure_optimizer()
+        scheduler = (
+            None if official else self.configure_scheduler(optimizer, steps_per_epoch, epochs)
+        )
+        losses: list[float] = []
+        self.train_mode(True)
+        try:
+            for epoch in range(epochs):
+                losses += run_epoch(epoch, optimizer, scheduler)
+                tail = losses[-steps_per_epoch:] or [math.nan]
+                message = f"epoch {epoch + 1}/{epochs}: mean loss {sum(tail) / len(tail):.4f}"
+                if schedule is not None:
+                    accuracy = validation_accuracy(self, *val)
+                    ctx.log(f"{message}, validation acc {accuracy:.4f}")
+                    if not schedule.after_epoch(epoch, accuracy, optimizer, self.head.state_dict()):
+                        break
+                else:
+                    ctx.log(message)
+        finally:
+            self.train_mode(False)
+        if schedule is not None and schedule.best_state is not None:
+            self.head.load_state_dict(schedule.best_state)
+            record = schedule.record()
+            ctx.notes["schedule"] = record
+            ctx.log(
+                f"{self.name}: stopped after {record['epochs_run']} epochs; keeps epoch "
+                f"{record['chosen_epoch']} (what UnivFD's early stopper saved last)"
+            )
+        return losses
+
+    def _epoch_runner(self, train: TrainData, ctx: RunContext) -> tuple[Any, int]:
+        """(run_epoch(epoch, optimizer, scheduler) -> losses, steps per epoch)."""
+        from bench.data.pipeline import DataWait
+        from bench.training import READ_EVERY, read_losses, record_wait, step, to_device
+
+        batch_size = int(train.batch_size)
+        wait = DataWait()
+        if self.cache_mode.kind == "off":
+            chain = self.transforms(train=True)
+
+            def run_images(epoch: int, optimizer: Any, scheduler: Any) -> list[float]:
+                out: list[float] = []
+                pending: list[torch.Tensor] = []
+                for batch in wait(train.loader(chain, train=True, shuffle=True, epoch=epoch)):
+                    if batch["image"] is not None:
+                        batch = to_device(batch, ctx.device)
+                        pending.append(step(self, batch, optimizer, scheduler, ctx))
+                    if len(pending) >= READ_EVERY:
+                        out += read_losses(pending, epoch)
+                out += read_losses(pending, epoch)
+                record_wait(ctx, wait, "train")
+                return out
+
+            return run_images, max(1, math.ceil(len(train.samples) / batch_size))
+
+        samples = train.samples
+        n_views = self.cache_mode.n_views(int(train.epochs))
+        digests = image_digests(samples)
+        labels = torch.tensor([float(s.label) for s in samples])
+        memo: dict[int, tuple[torch.Tensor | None, torch.Tensor]] = {}
+
+        def view_features(view: int) -> tuple[torch.Tensor | None, torch.Tensor]:
+            if view in memo:
+                return memo[view]
+            feats, found, computed = self._view_features(train, ctx, digests, view)
+            ctx.log(
+                f"{self.name}: features view {view + 1}/{n_views}: {int(found.sum())} images, "
+                f"{computed} computed, {int(found.sum()) - computed} from the cache"
+            )
+            memo.clear()  # one view in memory at a time (a ViT-L view of 144k images: 440 MB)
+            memo[view] = (feats, found)
+            return feats, found
+
+        usable = int(view_features(0)[1].sum())
+        if usable == 0:
+            raise BenchError(f"{self.name}: no training image could be read")
+
+        def run_cached(epoch: int, optimizer: Any, scheduler: Any) -> list[float]:
+            feats, found = view_features(epoch % n_views)
+            out: list[float] = []
+            pending: list[torch.Tensor] = []
+            for idx in self._batches(found, batch_size, ctx.seed, epoch):
+                batch = {
+                    "features": feats[idx].to(self.device, non_blocking=True),
+                    "label": labels[idx].to(self.device),
+                    "path": [samples[i].path for i in idx.tolist()],
+                    "generator": [samples[i].generator for i in idx.tolist()],
+                    "index": idx,
+                }
+                pending.append(step(self, batch, optimizer, scheduler, ctx))
+                if len(pending) >= READ_EVERY:
+                    out += read_losses(pending, epoch)
+            return out + read_losses(pending, epoch)
+
+        return run_cached, max(1, math.ceil(usable / batch_size))
 
     def feature_key(self, ctx: RunContext) -> dict[str, Any]:
         """What a cached feature depends on besides chain, view and image."""
@@ -207,7 +337,7 @@ class FrozenClipDetector(Detector):
             "backbone": self.backbone.identity,
             "weights": weights_fingerprint(self.backbone),
             "device": "cuda" if cuda else ctx.device,
-            "autocast": str(ctx.amp_dtype) if cuda and ctx.amp_dtype is not None else None,
+            "autocast": str(ctx.amp_dtype) if ctx.amp_dtype is not None else None,
         }
 
     def _encode_for_cache(self, images: torch.Tensor) -> torch.Tensor:
@@ -248,55 +378,38 @@ class FrozenClipDetector(Detector):
         generator = torch.Generator().manual_seed(sample_seed(seed, epoch, 0))
         return DataLoader(rows, batch_size=batch_size, shuffle=True, generator=generator)
 
-    def _fit_cached(self, train: TrainData, ctx: RunContext) -> list[float]:
-        from bench.training import train_step
+    # --- evaluation on cached features --------------------------------------------------
+    def plan_evaluation(self, samples: list[Any], ctx: RunContext) -> EvalPlan | None:
+        """Test features through the cache too (unless ``feature_cache = "off"``).
 
+        The backbone is frozen, so a test image's feature depends on the image, the chain
+        and the backbone only: a second run (another head, another feature addon, VIB-Net
+        after UnivFD) decodes and encodes no test image.
+        """
+        if self.cache_mode.kind == "off":
+            return None
         self._ctx = ctx
-        samples = train.samples
-        epochs = int(train.epochs)
-        n_views = self.cache_mode.n_views(epochs)
-        digests = image_digests(samples)
-        kept: dict[int, tuple[torch.Tensor | None, torch.Tensor]] = {}
-        usable = 0
-        for view in range(n_views):
-            feats, found, computed = self._view_features(train, ctx, digests, view)
-            ctx.log(
-                f"{self.name}: features view {view + 1}/{n_views}: {int(found.sum())} images, "
-                f"{computed} computed, {int(found.sum()) - computed} from the cache"
-            )
-            usable = usable or int(found.sum())
-            if n_views == 1:
-                kept[view] = (feats, found)
-        labels = torch.tensor([float(s.label) for s in samples])
-        if usable == 0:
-            raise BenchError(f"{self.name}: no training image could be read")
-        batch_size = int(train.batch_size)
-        steps_per_epoch = max(1, math.ceil(usable / batch_size))
-        optimizer = self.configure_optimizer()
-        scheduler = self.configure_scheduler(optimizer, steps_per_epoch, epochs)
-        losses: list[float] = []
-        self.train_mode(True)
-        try:
-            for epoch in range(epochs):
-                view = epoch % n_views
-                if view in kept:
-                    feats, found = kept[view]
-                else:  # one view in memory at a time (a ViT-L view of 144k images is 440 MB)
-                    feats, found, _ = self._view_features(train, ctx, digests, view)
-                for idx in self._batches(found, batch_size, ctx.seed, epoch):
-                    batch = {
-                        "features": feats[idx].to(self.device, non_blocking=True),
-                        "label": labels[idx].to(self.device),
-                        "path": [samples[i].path for i in idx.tolist()],
-                        "generator": [samples[i].generator for i in idx.tolist()],
-                        "index": idx,
-                    }
-                    losses.append(train_step(self, batch, optimizer, scheduler, ctx, epoch))
-                tail = losses[-steps_per_epoch:] or [math.nan]
-                ctx.log(
-                    f"epoch {epoch + 1}/{epochs} (feature view {view + 1}/{n_views}): "
-                    f"mean loss {sum(tail) / len(tail):.4f}"
-                )
-        finally:
-            self.train_mode(False)
-        return losses
+        missing: dict[int, str] = {}
+        feats, found, computed = cached_features(
+            samples,
+            image_digests(samples),
+            self.transforms(train=False),
+            self._encode_for_cache,
+            key=self.feature_key(ctx),
+            train=False,
+            view=0,
+            batch_size=int(
+                self.options.get("eval_batch_size", self.options.get("batch_size", 256))
+            ),
+            ctx=ctx,
+            skipped=missing,
+        )
+        n = int(found.sum())
+        ctx.log(
+            f"{self.name}: test features: {n} images, {computed} computed, {n - computed} from the cache"
+        )
+        for i in (~found).nonzero().squeeze(1).tolist():
+            missing.setdefault(i, "unreadable")
+        if feats is None:
+            feats = torch.zeros(len(samples), self.backbone.embed_dim)
+        return EvalPlan(features=feats, missing=missing)

@@ -60,6 +60,12 @@ def build_parser() -> argparse.ArgumentParser:
         "is evaluated separately",
     )
     run.add_argument("--device", default=None, help="auto (default), cpu, cuda, cuda:N")
+    run.add_argument(
+        "--precision",
+        choices=("bf16", "fp32"),
+        default=None,
+        help="bf16 autocast or full precision (default: the detector's preset, else bf16 on CUDA)",
+    )
     run.add_argument("--batch-size", type=int, default=None)
     run.add_argument("--epochs", type=int, default=None)
     run.add_argument(
@@ -239,6 +245,7 @@ def spec_from_args(args: argparse.Namespace) -> Any:
         seed=seeds_of(args, cfg)[0],
         max_per_class=pick(args.max_per_class, "max_per_class"),
         workers=pick(args.workers, "workers"),
+        precision=pick(args.precision, "precision"),
         progress=not args.quiet,
         metric=pick(args.metric, "metric", "acc"),
         name=pick(args.name, "name"),

@@ -53,6 +53,25 @@ class RunContext:
     #: Per-image text from caption sidecars (``captions.json`` at a data root): abs path -> text.
     captions: dict[str, str] = field(default_factory=dict)
     log: Callable[[str], None] = print
+    #: Facts a component records for config.json ("notes"): a chosen epoch, data waits.
+    notes: dict[str, Any] = field(default_factory=dict)
+
+
+@dataclass
+class EvalPlan:
+    """How a detector wants its test samples fed (``Detector.plan_evaluation``).
+
+    batches: a fixed batch composition, as lists of indices into the samples (each once),
+        for a detector whose score of an image depends on its batch (NS-Net's ``caption``
+        projection); None: the runner's order and batch size.
+    features: (n, d) inputs computed already (a frozen backbone's cached features): the
+        batches then carry ``batch["features"]`` and no image is decoded.
+    missing: index -> reason, for samples without features (unreadable files).
+    """
+
+    batches: list[list[int]] | None = None
+    features: Any = None
+    missing: dict[int, str] = field(default_factory=dict)
 
 
 class Transform(ABC):
@@ -168,6 +187,10 @@ class Detector(ABC):
     @abstractmethod
     def predict_proba(self, batch: Batch) -> torch.Tensor:
         """p(fake) for each image of the batch, shape (N,), values in [0, 1]."""
+
+    def plan_evaluation(self, samples: Sequence[Sample], ctx: RunContext) -> EvalPlan | None:
+        """Called before evaluation with all test samples; None = the standard loader."""
+        return None
 
     def extract_features(self, images: torch.Tensor) -> torch.Tensor:
         """The feature vector before the head (detectors that provide "features")."""
@@ -297,11 +320,19 @@ class TrainData:
         loader_factory: Callable[..., DataLoader],
         batch_size: int,
         epochs: int,
+        root: str | None = None,
     ):
         self.samples = samples
         self._factory = loader_factory
         self.batch_size = batch_size
         self.epochs = epochs
+        #: The training set's path as given (``--train``), for a detector that looks for
+        #: a validation set beside it (AIGIBench's val/ next to train/).
+        self.root = root
+
+    def subset(self, samples: list[Sample]) -> TrainData:
+        """The same settings over other samples (a training set less its validation part)."""
+        return TrainData(samples, self._factory, self.batch_size, self.epochs, self.root)
 
     def loader(
         self,

@@ -51,7 +51,10 @@ def read_run_config(run_dir: Path) -> dict[str, Any]:
     seed = spec.get("seed", 0) if isinstance(spec, dict) else 0
     if not isinstance(seed, int) or isinstance(seed, bool):
         raise _damaged(run_dir, f"config.json has seed {seed!r}")
-    return {"detector": detector, "addons": addons, "seed": seed}
+    precision = config.get("precision")
+    if precision not in (None, "bf16", "fp32"):
+        raise _damaged(run_dir, f"config.json has precision {precision!r}")
+    return {"detector": detector, "addons": addons, "seed": seed, "precision": precision}
 
 
 def check_state(run_dir: Path, found: dict[str, Any], expected: dict[str, Any], what: str) -> None:
@@ -141,7 +144,8 @@ def load_run(run_dir: Path, device: str = "auto"):  # noqa: ANN201
             addons.append(addon)
     except BenchError as exc:
         raise BenchError(f"run folder {run_dir}: config.json: {exc}") from None
-    dev, amp = choose_device(device)
+    # a full-precision run predicts in full precision; a bf16 one as a new run would
+    dev, amp = choose_device(device, "fp32" if config["precision"] == "fp32" else "auto")
     ctx = RunContext(device=dev, amp_dtype=amp, seed=config["seed"], log=lambda m: None)
     detector.setup(ctx)
     for addon in addons:
@@ -158,24 +162,32 @@ def predict_images(
     import torch
 
     from bench.data.images import UnreadableImage, load_rgb
+    from bench.data.layouts import Sample
     from bench.training import autocast
 
     detector, ctx = load_run(run_dir, device)
     chain = detector.transforms(train=False)
+    # what a detector prepares before evaluating (NS-Net's caption/own readings caption
+    # the images, a frozen backbone reads its feature cache); each image is then scored
+    # on its own, in a batch of one, from the plan's features where it has them
+    readable = [str(Path(p).resolve()) for p in images if Path(p).is_file()]
+    plan = detector.plan_evaluation([Sample(p, 0, "-") for p in readable], ctx)
+    features = plan.features if plan is not None else None
+    position = {p: i for i, p in enumerate(readable)}
     for path in images:
-        try:
-            image = load_rgb(path)
-        except UnreadableImage as exc:
-            print(f"bench: skipped {path}: {exc.reason}", file=sys.stderr)
-            yield path, None
-            continue
-        tensor = chain(image, train=False, seed=0)[None].to(ctx.device)
-        batch = {
-            "image": tensor,
-            "label": torch.zeros(1, device=ctx.device),
-            "path": [str(Path(path).resolve())],
-            "generator": ["-"],
-        }
+        resolved = str(Path(path).resolve())
+        batch = {"label": torch.zeros(1, device=ctx.device), "path": [resolved], "generator": ["-"]}
+        i = position.get(resolved)
+        if features is not None and i is not None and i not in plan.missing:
+            batch.update(image=None, features=features[i : i + 1].to(ctx.device))
+        else:
+            try:
+                image = load_rgb(path)
+            except UnreadableImage as exc:
+                print(f"bench: skipped {path}: {exc.reason}", file=sys.stderr)
+                yield path, None
+                continue
+            batch["image"] = chain(image, train=False, seed=0)[None].to(ctx.device)
         try:
             with torch.no_grad(), autocast(ctx):
                 p = detector.predict_proba(batch).float().cpu()

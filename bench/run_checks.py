@@ -24,6 +24,8 @@ INT_LIMITS = {
     "max_per_class": ("--max-per-class", 1, 2**31 - 1),
 }
 METRICS = ("acc", "r_acc", "f_acc", "ap", "auc")
+#: Run-level precisions (``--precision``); None leaves it to the detector and the device.
+PRECISIONS = ("bf16", "fp32")
 DEVICE_FORM = re.compile(r"auto|cpu|mps|cuda(:[0-9]{1,3})?")
 #: Keys a --config file may hold, and the type each must have.
 CONFIG_TYPES: dict[str, str] = {
@@ -41,6 +43,7 @@ CONFIG_TYPES: dict[str, str] = {
     "max_per_class": "int",
     "workers": "int",
     "metric": "str",
+    "precision": "str",
     "name": "str",
     "seeds": "ints",
     "seen": "names",
@@ -141,6 +144,10 @@ def check_spec(spec: Any) -> None:
         value = getattr(spec, key)
         if value is not None or key == "seed":
             check_int(key, value)
+    if spec.precision is not None and spec.precision not in PRECISIONS:
+        raise BenchError(
+            f"--precision must be one of {', '.join(PRECISIONS)}, got {_shown(spec.precision)}"
+        )
     if spec.metric not in METRICS:
         raise BenchError(f"--metric must be one of {', '.join(METRICS)}, got {_shown(spec.metric)}")
     if not isinstance(spec.out, str) or not spec.out:

@@ -1,9 +1,10 @@
 """What decides a result, so that a leaderboard row is never replaced by another configuration.
 
 A run's identity is everything its numbers depend on that the user chose: the detector and
-its addons, every resolved option (preset, config file, --opt, --epochs and --batch-size
-all end up there), the training set, the test sets and the per-class cap. Its short hash
-(``config``) keys a leaderboard row; the seed is kept beside it, so the runs of one
+its addons, every resolved option (preset, config file, --opt, --epochs, --batch-size and
+--precision all end up there), the training set, the test sets and the per-class cap;
+``--precision`` given to a detector without a precision option is kept beside them. Its
+short hash (``config``) keys a leaderboard row; the seed is kept beside it, so the runs of one
 configuration with several seeds make one row (mean ± std over seeds). Device, workers
 and the row's display name are not part of it: they do not change what is measured.
 
@@ -67,6 +68,8 @@ def _flat(identity: dict[str, Any]) -> dict[str, Any]:
     flat["test"] = "+".join(name for name, _ in identity.get("test") or [])
     flat["test paths"] = [path for _, path in identity.get("test") or []]
     flat["max_per_class"] = identity.get("max_per_class")
+    if "precision" in identity:  # --precision of a detector without a precision option
+        flat["precision"] = identity["precision"]
     return flat
 
 

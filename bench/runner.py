@@ -47,6 +47,8 @@ class RunSpec:
     seed: int = 0
     max_per_class: int | None = None
     workers: int | None = None
+    #: "bf16" or "fp32"; None: the detector's ``precision`` option, else bf16 on CUDA.
+    precision: str | None = None
     progress: bool = True
     metric: str = "acc"
     train_name: str | None = None
@@ -106,6 +108,8 @@ def resolve_components(registry: Registry, spec: RunSpec) -> ResolvedComponents:
     if spec.batch_size is not None:
         flags["batch_size"] = spec.batch_size
     defaults = det_entry.options(spec.preset)
+    if spec.precision is not None and "precision" in defaults:
+        flags["precision"] = spec.precision  # the run-level flag wins, and is recorded
     for key in list(flags):
         if key not in defaults:
             if det_cls.trainable:
@@ -143,8 +147,16 @@ def presets_layer(entry: Any, preset: str | None) -> dict[str, Any]:
     return dict(entry.presets.get(preset, {})) if preset else {}
 
 
-def choose_device(requested: str) -> tuple[str, Any]:
-    """ "auto" is CUDA (with bf16 autocast) when present, else the CPU."""
+PRECISIONS = ("auto", "bf16", "fp32")
+
+
+def choose_device(requested: str, precision: str | None = "auto") -> tuple[str, Any]:
+    """(device, autocast dtype): "auto" is CUDA when present, else the CPU.
+
+    precision "auto": bf16 autocast on CUDA, full precision on the CPU (bf16 there is slow
+    and changes results); "bf16": autocast on any device; "fp32": none (the official
+    UnivFD, SAFE and DGS-Net code all run in float32).
+    """
     import torch
 
     if requested == "auto":
@@ -157,8 +169,12 @@ def choose_device(requested: str) -> tuple[str, Any]:
         )
     if requested == "mps" and not torch.backends.mps.is_available():
         raise BenchError("--device mps asked for, but MPS is not available")
-    amp = torch.bfloat16 if requested.startswith("cuda") else None
-    return requested, amp
+    precision = precision or "auto"
+    if precision not in PRECISIONS:
+        raise BenchError(f"--precision must be one of {', '.join(PRECISIONS)}, got {precision!r}")
+    if precision == "auto":
+        precision = "bf16" if requested.startswith("cuda") else "fp32"
+    return requested, torch.bfloat16 if precision == "bf16" else None
 
 
 def dataset_name(path: str) -> str:
@@ -186,9 +202,14 @@ def identity_of(spec: RunSpec, resolved: ResolvedComponents, test_sets: list) ->
 
     options = {spec.detector: resolved.detector_options}
     options.update(zip(spec.addons, resolved.addon_options, strict=True))
-    return make_identity(
+    identity = make_identity(
         spec.detector, spec.addons, options, spec.train, test_sets, spec.max_per_class
     )
+    if spec.precision is not None and "precision" not in resolved.detector_options:
+        # a detector with a precision option has it among its options already; for the
+        # others --precision still changes the numbers, so it keys the row too
+        identity["precision"] = spec.precision
+    return identity
 
 
 def run(spec: RunSpec, registry: Registry) -> Path:
@@ -214,17 +235,24 @@ def run(spec: RunSpec, registry: Registry) -> Path:
 
     import torch
 
-    from bench.data.pipeline import ReadLog, load_caption_sidecars, make_loader, recording
+    from bench.data.pipeline import (
+        ReadLog,
+        default_workers,
+        load_caption_sidecars,
+        make_loader,
+        recording,
+    )
     from bench.interfaces import RunContext, TrainData
     from bench.training import check_losses, no_training_image
 
-    device, amp = choose_device(spec.device)
+    precision = spec.precision or resolved.detector_options.get("precision", "auto")
+    device, amp = choose_device(spec.device, precision)
     captions = load_caption_sidecars([p for p in [spec.train, *data_roots(data)] if p])
     out = Path(spec.out)
     run_dir = out / "runs" / new_run_id(spec.label, train_name)
     run_dir.mkdir(parents=True, exist_ok=False)
     log = RunLog(run_dir / "log.txt", echo=spec.progress)
-    workers = spec.workers if spec.workers is not None else min(4, os.cpu_count() or 1)
+    workers = spec.workers if spec.workers is not None else default_workers()
     config = {
         "label": spec.label,
         "train_name": train_name,
@@ -243,7 +271,9 @@ def run(spec: RunSpec, registry: Registry) -> Path:
         ],
         "seen": [[t, g] for t, g in seen],
         "device": device,
+        "precision": "bf16" if amp is not None else "fp32",
         "autocast": str(amp) if amp else None,
+        "workers": workers,
         "torch": torch.__version__,
         "n_train": len(train_samples),
         "n_test": len(test_samples),
@@ -257,6 +287,7 @@ def run(spec: RunSpec, registry: Registry) -> Path:
         shutil.rmtree(run_dir, ignore_errors=True)
         raise
     read_log = ReadLog()
+    ctx = None
     splits = split_of_paths(train_samples, test_samples)
     listed = listed_entries(data)
     try:
@@ -304,6 +335,7 @@ def run(spec: RunSpec, registry: Registry) -> Path:
                     factory,
                     batch_size=int(resolved.detector_options.get("batch_size", 32)),
                     epochs=int(resolved.detector_options.get("epochs", 1)),
+                    root=spec.train,
                 )
             for addon in addons:
                 addon.prepare(detector, train_data, ctx)
@@ -322,19 +354,22 @@ def run(spec: RunSpec, registry: Registry) -> Path:
                 config["loss_last"] = losses[-1] if losses else None
             save_state(run_dir / "state.safetensors", detector, addons, config)
             t0 = time.perf_counter()
-            evaluate(detector, test_samples, factory, run_dir, ctx)
+            clean = evaluate(detector, test_samples, factory, run_dir, ctx)
         report_skipped(run_dir, read_log, splits, log, training=False, listed=listed)
         config["eval_seconds"] = round(time.perf_counter() - t0, 2)
         if resolved.sweep.items:
             from bench.robustness import run_sweep
 
             t0 = time.perf_counter()
-            run_sweep(detector, test_samples, factory, run_dir, ctx, resolved.sweep)
+            run_sweep(detector, clean.images, factory, run_dir, ctx, resolved.sweep, clean.plan)
             config["robustness_seconds"] = round(time.perf_counter() - t0, 2)
+        config["notes"] = ctx.notes
         config["status"] = "finished"
         config["finished_at"] = time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime())
         write_json(run_dir / "config.json", config)
     except BaseException as exc:
+        if ctx is not None:
+            config["notes"] = ctx.notes
         record_failure(run_dir, config, exc, log, read_log, splits, listed=listed)
         raise
     leaderboard.record(

@@ -10,6 +10,8 @@ The paper captions every training image with BLIP. Three providers, one option
             path,caption); relative paths are resolved against that file's folder.
   "blip":   BLIP captioning (``caption_model``, a hub id or a local folder), batched and
             cached on disk by image content (sha256) and model: a second run computes nothing.
+            Images are read and preprocessed in DataLoader workers (the run's --workers)
+            while the model generates.
   "prompt": a template over what the folder layout says: {class} (the folder above
             0_real/1_fake, e.g. "car" in AIGIBench or ForenSynths), {generator} and
             {label} ("real" / "fake"; putting it in a caption would project the label
@@ -201,16 +203,14 @@ class BlipCaptions:
         return cache_dir("captions", model_key, self.settings()) / "captions.jsonl"
 
     def __call__(self, samples: list[SampleLike], ctx: Any = None) -> Captions:
-        from bench.cache import file_digest
+        from bench.cache import file_digests
 
         file = self.cache_file()
         cached = _read_jsonl(file)
-        digests: dict[str, str] = {}
-        for s in samples:
-            try:
-                digests[s.path] = file_digest(s.path)
-            except OSError:
-                continue  # unreadable: the data loader skips it as well
+        digests = {
+            s.path: d for s, d in zip(samples, file_digests([s.path for s in samples]), strict=True)
+        }
+        digests = {p: d for p, d in digests.items() if d is not None}  # unreadable: skipped
         todo: dict[str, str] = {}  # one image per new digest (duplicates caption once)
         queued: set[str] = set()
         for path, digest in digests.items():
@@ -219,36 +219,38 @@ class BlipCaptions:
                 queued.add(digest)
         if todo:
             device = getattr(ctx, "device", "cpu") or "cpu"
+            workers = int(getattr(ctx, "workers", 0) or 0)
             log: Callable[[str], None] = getattr(ctx, "log", None) or (lambda _m: None)
             log(f"captioning {len(todo)} images with {self.model_id} (cached in {file.parent})")
-            cached.update(self._caption(list(todo.items()), device, file))
+            cached.update(self._caption(list(todo.items()), device, file, workers))
         return {p: cached[d] for p, d in digests.items() if d in cached}
 
-    def _caption(self, items: list[tuple[str, str]], device: str, file: Path) -> Captions:
+    def _caption(
+        self, items: list[tuple[str, str]], device: str, file: Path, workers: int = 0
+    ) -> Captions:
+        """Caption ``items`` (path, digest); images are read and preprocessed by
+        ``workers`` DataLoader workers while the model generates."""
         import torch
-
-        from bench.data.images import UnreadableImage, load_rgb
+        from torch.utils.data import DataLoader
 
         model, processor = self._load(device)
+        dtype = next(model.parameters()).dtype
+        loader = DataLoader(
+            _BlipImages(items, processor),
+            batch_size=self.batch_size,
+            num_workers=workers,
+            collate_fn=_stack_readable,
+        )
         done: Captions = {}
         with open(file, "a", encoding="utf-8") as fh:
-            for start in range(0, len(items), self.batch_size):
-                chunk = items[start : start + self.batch_size]
-                images, digests = [], []
-                for path, digest in chunk:
-                    try:
-                        images.append(load_rgb(path))
-                        digests.append(digest)
-                    except UnreadableImage:  # listed by the data loader, which skips it too
-                        continue
-                if not images:
+            for pixels, digests in loader:
+                if not digests:
                     continue
-                inputs = processor(images=images, return_tensors="pt")
-                pixels = inputs["pixel_values"].to(
-                    device=device, dtype=next(model.parameters()).dtype
-                )
                 with torch.inference_mode():
-                    out = model.generate(pixel_values=pixels, max_new_tokens=self.max_new_tokens)
+                    out = model.generate(
+                        pixel_values=pixels.to(device=device, dtype=dtype),
+                        max_new_tokens=self.max_new_tokens,
+                    )
                 self.generate_calls += 1
                 texts = processor.batch_decode(out, skip_special_tokens=True)
                 for digest, text in zip(digests, texts, strict=True):
@@ -262,6 +264,38 @@ class BlipCaptions:
             self.model, self.processor = load_blip(self.model_id, self.option)
         self.model.to(device).eval()
         return self.model, self.processor
+
+
+class _BlipImages:
+    """(path, digest) items -> (pixel_values (3, H, W), digest), read in a worker; an
+    unreadable file gives None (skipped, as the data loader skips it)."""
+
+    def __init__(self, items: list[tuple[str, str]], processor: Any):
+        self.items = items
+        self.processor = processor
+
+    def __len__(self) -> int:
+        return len(self.items)
+
+    def __getitem__(self, index: int) -> tuple[Any, str] | None:
+        from bench.data.images import UnreadableImage, load_rgb
+
+        path, digest = self.items[index]
+        try:
+            image = load_rgb(path)
+        except UnreadableImage:  # listed by the data loader, which skips it too
+            return None
+        pixels = self.processor(images=[image], return_tensors="pt")["pixel_values"][0]
+        return pixels, digest
+
+
+def _stack_readable(items: list[tuple[Any, str] | None]) -> tuple[Any, list[str]]:
+    import torch
+
+    good = [it for it in items if it is not None]
+    if not good:
+        return None, []
+    return torch.stack([p for p, _ in good]), [d for _, d in good]
 
 
 def _read_jsonl(file: Path) -> Captions:
@@ -344,9 +378,16 @@ def make_provider(options: dict[str, Any], component: str) -> Callable[..., Capt
 
 
 def captions_for(
-    samples: Iterable[SampleLike], options: dict[str, Any], ctx: Any, component: str
+    samples: Iterable[SampleLike],
+    options: dict[str, Any],
+    ctx: Any,
+    component: str,
+    what: str = "training",
 ) -> Captions:
-    """Every sample's caption, or a one-line BenchError / the documented fallback."""
+    """Every sample's caption, or a one-line BenchError / the documented fallback.
+
+    ``what`` names the images in the message ("training", "test").
+    """
     samples = list(samples)
     captions = make_provider(options, component)(samples, ctx)
     missing = [s for s in samples if s.path not in captions]
@@ -364,7 +405,7 @@ def captions_for(
         )
     kind = options.get("captions", "file")
     raise BenchError(
-        f"{len(missing)} of {len(samples)} training images have no caption from "
+        f"{len(missing)} of {len(samples)} {what} images have no caption from "
         f"{component}.captions={kind!r} (e.g. {missing[0].path}); give "
         f"--opt {component}.caption_file=FILE, --opt {component}.captions=prompt "
         f"(or blip), or --opt {component}.missing_captions=prompt"
@@ -391,22 +432,33 @@ class CaptionBank:
         self.captions = dict(captions)
 
     def features(self, texts: list[str]) -> Any:
-        """(len(texts), d) text features, encoding only texts not seen before."""
+        """(len(texts), d) float32 text features on the CPU, encoding only new texts.
+
+        On the CPU because the per-batch SVD runs there (no device sync in a training
+        step); checked finite here, once per text, so the per-step path need not check.
+        """
         import torch
 
         new = sorted({t for t in texts if t not in self._features})
         if new:
-            encoded = self.encode(new).detach()
+            encoded = self.encode(new).detach().float().cpu()
+            if not bool(torch.isfinite(encoded).all()):
+                raise BenchError("the text tower returned NaN or inf for a caption")
             self._features.update(zip(new, encoded, strict=True))
         return torch.stack([self._features[t] for t in texts])
+
+    def add(self, captions: Captions) -> None:
+        """More captions (test images' for the ``caption`` / ``own`` evaluation readings)."""
+        self.captions.update(captions)
 
     def for_paths(self, paths: list[str]) -> Any:
         """The caption features of a batch's images (rows of the paper's V)."""
         missing = [p for p in paths if p not in self.captions]
         if missing:
             raise BenchError(
-                f"no caption for training image {missing[0]} ({len(missing)} in this batch): "
-                "captions are computed in fit()/prepare() for the training samples"
+                f"no caption for image {missing[0]} ({len(missing)} in this batch): captions "
+                "are computed in fit()/prepare() for the training samples and, for the "
+                "caption/own evaluation readings, in plan_evaluation() for the test samples"
             )
         return self.features([self.captions[p] for p in paths])
 

@@ -6,9 +6,16 @@ embedding -> U P (P from the batch's caption features in training) -> feature ad
 Linear(d, 1). The paper's Table-4 switches are options: ``patch_selection``,
 ``nullspace`` ("none" = off) and ``contrastive``.
 
-Test images have no captions in the paper's protocol, so in "batch" mode evaluation uses a
-fixed P estimated from all training captions (``eval_projection = "fixed"``, saved with the
-run) or no projection (``eval_projection = "none"``).
+The paper does not say what P a test image gets (eval_projection):
+  "fixed" (default): one P from all training captions, fitted after captioning and saved
+      with the run: test images need no captions, as in the usual protocol;
+  "caption": the test images are captioned by the same captioner (cached like training
+      captions) and each evaluation batch is projected by its own captions' null space,
+      as training batches are; batches are formed per generator from the images ordered
+      by content hash, ``batch_size`` at a time, so a score does not depend on the order
+      the images are listed in;
+  "own": each image projected away from its own caption only (batch-independent);
+  "none": no projection.
 """
 
 from __future__ import annotations
@@ -22,8 +29,11 @@ from bench.errors import BenchError
 from bench.interfaces import (
     CLIP_MEAN,
     CLIP_STD,
+    IMAGENET_MEAN,
+    IMAGENET_STD,
     Batch,
     Detector,
+    EvalPlan,
     RunContext,
     TrainData,
     TransformChain,
@@ -36,14 +46,19 @@ from nsnet_plugin.captions import (
     captions_for,
 )
 from nsnet_plugin.lora import MODES as LORA_MODES
+from nsnet_plugin.lora import SCALINGS as LORA_SCALINGS
 from nsnet_plugin.lora import apply_lora, load_lora_state, lora_parameters, lora_state
 from nsnet_plugin.losses import nsnet_loss
-from nsnet_plugin.nullspace import NullSpace, project
+from nsnet_plugin.nullspace import NullSpace, project_own
+from nsnet_plugin.patch_entropy import ENTROPY_INPUTS
 
 NAME = "nsnet"
 NULLSPACE_MODES = ("batch", "fixed", "none")
-EVAL_PROJECTIONS = ("fixed", "none")
+EVAL_PROJECTIONS = ("fixed", "caption", "own", "none")
+NORMALIZATIONS = ("clip", "imagenet")
 QUICK_GELU = ("auto", "true", "false")
+#: What a run saved before an option existed used (its config.json lacks the key).
+BEFORE_OPTION = {"lora_scaling": "peft", "entropy_input": "luma", "normalization": "clip"}
 
 
 def _choice(options: dict[str, Any], key: str, allowed: tuple[str, ...]) -> str:
@@ -75,6 +90,11 @@ class NSNet(Detector):
         self.nullspace_mode = _choice(o, "nullspace", NULLSPACE_MODES)
         self.eval_projection = _choice(o, "eval_projection", EVAL_PROJECTIONS)
         self.lora_mode = _choice(o, "lora_mode", LORA_MODES)
+        for key, value in BEFORE_OPTION.items():
+            o.setdefault(key, value)
+        self.lora_scaling = _choice(o, "lora_scaling", LORA_SCALINGS)
+        self.entropy_input = _choice(o, "entropy_input", ENTROPY_INPUTS)
+        self.normalization_stats = _choice(o, "normalization", NORMALIZATIONS)
         _choice(o, "captions", PROVIDERS)
         _choice(o, "missing_captions", MISSING_POLICIES)
         quick = _choice(o, "quick_gelu", QUICK_GELU)
@@ -104,6 +124,9 @@ class NSNet(Detector):
 
     @property
     def normalization(self) -> tuple[tuple[float, ...], tuple[float, ...]]:
+        """CLIP's own statistics (the backbone's), or ImageNet's as DGS-Net's code uses."""
+        if self.normalization_stats == "imagenet":
+            return IMAGENET_MEAN, IMAGENET_STD
         if self.backbone is not None:
             return tuple(self.backbone.mean), tuple(self.backbone.std)
         return CLIP_MEAN, CLIP_STD
@@ -120,6 +143,7 @@ class NSNet(Detector):
                 patch_size=int(self.options["patch_size"]),
                 small_image=str(self.options["small_image"]),  # type: ignore[arg-type]
                 odd_tile=str(self.options["odd_tile"]),  # type: ignore[arg-type]
+                entropy_input=self.entropy_input,  # type: ignore[arg-type]
             )
         else:
             geometry = RandomCrop(size) if train else CenterCrop(size)
@@ -152,6 +176,7 @@ class NSNet(Detector):
             float(o["lora_dropout"]),
             mode=self.lora_mode,
             targets=tuple(o["lora_targets"]),
+            scaling=self.lora_scaling,
         )
         self.head = nn.Linear(self.backbone.embed_dim, 1).to(ctx.device)
         self.bank = CaptionBank(self.encode_text)
@@ -174,7 +199,7 @@ class NSNet(Detector):
             return
         assert self.bank is not None
         self.bank.set(captions_for(samples, self.options, ctx, NAME))
-        if self.nullspace_mode == "fixed" or self.eval_projection == "fixed":
+        if self.nullspace_mode == "fixed" or self.eval_projection == "fixed":  # what needs it
             V = self.bank.distinct()
             P = self.nullspace.fit_fixed(V)
             if P is not None:
@@ -191,6 +216,39 @@ class NSNet(Detector):
         self.prepare_captions(train.samples, ctx)
         return fit_loop(self, train, ctx)
 
+    def plan_evaluation(self, samples: list[Any], ctx: RunContext) -> EvalPlan | None:
+        """Caption the test images for the ``caption`` / ``own`` readings; fix the batches.
+
+        ``caption``: per (test set, generator), images ordered by their content hash,
+        ``batch_size`` (the training batch, so V has the rank a training batch's has) at a
+        time. The runner hands each distinct image once: a real that several generators
+        pair with is batched with the first of them.
+        """
+        self._require_setup()
+        if not self.needs_captions() or self.eval_projection not in ("caption", "own"):
+            return None
+        assert self.bank is not None
+        self.bank.add(captions_for(samples, self.options, ctx, NAME, what="test"))
+        if self.eval_projection == "own":
+            return None
+        from bench.cache import file_digests
+
+        digests = file_digests([s.path for s in samples])
+        by_generator: dict[tuple[str, str], list[int]] = {}
+        for i, sample in enumerate(samples):
+            group = (getattr(sample, "dataset", ""), sample.generator)
+            by_generator.setdefault(group, []).append(i)
+        size = int(self.options["batch_size"])
+        batches = []
+        for gen in sorted(by_generator):
+            ordered = sorted(by_generator[gen], key=lambda i: (digests[i] or "~", samples[i].path))
+            batches += [ordered[k : k + size] for k in range(0, len(ordered), size)]
+        ctx.log(
+            f"{NAME}: evaluation projects each of {len(batches)} fixed batches (per generator, "
+            f"by content hash, {size} images) by its own captions' null space"
+        )
+        return EvalPlan(batches=batches)
+
     def configure_optimizer(self) -> torch.optim.Optimizer:
         self._require_setup()
         params = lora_parameters(self.backbone.visual) + list(self.head.parameters())
@@ -203,19 +261,24 @@ class NSNet(Detector):
         return self.backbone.encode_image(images)
 
     def _project(self, U: torch.Tensor, batch: Batch | None, training: bool) -> torch.Tensor:
+        """U P in float32 (nullspace.py: a bf16 projection lets removed semantics back)."""
         if self.nullspace_mode == "none":
             return U
         if training and self.nullspace_mode == "batch":
             assert self.bank is not None and batch is not None
-            V = self.bank.for_paths(list(batch["path"]))
-            # the SVD and Ñ Ñᵀ in float32/64 even under bf16 autocast: a bf16 P is no projector
-            with torch.autocast(device_type=U.device.type, enabled=False):
-                P = self.nullspace.projector_for_batch(V.float())
-            return project(U, P)
+            # V on the CPU: the SVD runs there, and only the basis goes to the GPU
+            return self.nullspace.project_batch(U, self.bank.for_paths(list(batch["path"])))
         if training:
             return self.nullspace(U, None, training=True)
         if self.eval_projection == "none":
             return U
+        if self.eval_projection in ("caption", "own"):
+            if self.bank is None or batch is None or "path" not in batch:
+                raise BenchError(f"{NAME}: eval_projection needs the batch's image paths")
+            V = self.bank.for_paths(list(batch["path"]))
+            if self.eval_projection == "own":
+                return project_own(U, V)
+            return self.nullspace.project_batch(U, V)
         if self.nullspace.fixed is None:
             raise BenchError(
                 f"{NAME}: no fixed projector for evaluation (train first, load a saved state, "
@@ -296,7 +359,7 @@ class NSNet(Detector):
         targets = "in_proj+out_proj" if self.lora_mode == "mha" else "+".join(o["lora_targets"])
         facts["lora"] = (
             f"{self.lora_mode} on {targets}, r={o['lora_r']} alpha={o['lora_alpha']} "
-            f"dropout={o['lora_dropout']}"
+            f"dropout={o['lora_dropout']} scaling={self.lora_scaling}"
             + (" (peft ignores dropout in mha mode)" if self.lora_mode == "mha" else "")
         )
         facts["nullspace"] = (

@@ -14,9 +14,17 @@ it). Two ways in, chosen by ``mode``:
       ``lora_dropout`` has no effect in this mode (measured, peft 0.21).
 
 Only the image tower gets LoRA; everything else stays frozen.
+
+Scaling (``scaling``): the adapter adds ``s · B A x``. CLIP-LoRA, which the paper follows,
+uses s = alpha / sqrt(r) (MaxZanella/CLIP-LoRA ``loralib/layers.py``: ``self.scaling =
+self.lora_alpha / math.sqrt(self.r)``), 2.45 at r = alpha = 6; peft's default is alpha / r
+(1.0 there). "clip-lora" (default) asks peft for rank-stabilised LoRA (``use_rslora``),
+which is exactly alpha / sqrt(r); "peft" keeps peft's default.
 """
 
 from __future__ import annotations
+
+import math
 
 import torch
 import torch.nn.functional as F
@@ -25,6 +33,7 @@ from torch import nn
 from bench.errors import BenchError
 
 MODES = ("qkv", "mha")
+SCALINGS = ("clip-lora", "peft")
 TARGETS = ("q", "k", "v", "out")
 ADAPTER = "default"
 
@@ -147,6 +156,7 @@ def apply_lora(
     *,
     mode: str = "qkv",
     targets: tuple[str, ...] | list[str] = ("q", "k", "v"),
+    scaling: str = "clip-lora",
 ) -> nn.Module:
     """Put LoRA adapters on the attention of every block of ``visual`` (in place).
 
@@ -156,6 +166,8 @@ def apply_lora(
 
     if mode not in MODES:
         raise BenchError(f"LoRA mode must be one of {', '.join(MODES)}, got {mode!r}")
+    if scaling not in SCALINGS:
+        raise BenchError(f"LoRA scaling must be one of {', '.join(SCALINGS)}, got {scaling!r}")
     if r < 1:
         raise BenchError(f"LoRA rank must be >= 1, got {r}")
     if not 0.0 <= dropout < 1.0:
@@ -174,7 +186,12 @@ def apply_lora(
     for p in visual.parameters():
         p.requires_grad_(False)
     config = LoraConfig(
-        r=int(r), lora_alpha=alpha, lora_dropout=float(dropout), target_modules=pattern, bias="none"
+        r=int(r),
+        lora_alpha=alpha,
+        lora_dropout=float(dropout),
+        target_modules=pattern,
+        bias="none",
+        use_rslora=scaling == "clip-lora",
     )
     inject_adapter_in_model(config, visual, adapter_name=ADAPTER)
     for name, p in visual.named_parameters():
@@ -182,6 +199,11 @@ def apply_lora(
     if not lora_state(visual):
         raise BenchError("LoRA matched no module of the image tower")
     return visual
+
+
+def scale_factor(r: int, alpha: float, scaling: str) -> float:
+    """The factor s in W x + s · B A x: alpha / sqrt(r) (CLIP-LoRA) or alpha / r (peft)."""
+    return float(alpha) / (math.sqrt(r) if scaling == "clip-lora" else float(r))
 
 
 def is_lora_name(name: str) -> bool:

@@ -7,10 +7,21 @@ P = Ñ Ñᵀ projects onto the null space, so V P = 0 and U P keeps only what no
 What the paper leaves open is an option here, each default argued where it is declared:
 the rank tolerance, a cap on how many directions one projector removes, the smallest null
 space a projector may keep (the collapse guard), and where V comes from (``NullSpace``).
+
+Precision: the SVD runs in float64 and U P in float32 (float64 stays float64), whatever
+autocast does: in bf16, U P lets 2e-3 of a removed caption direction back in, in float32
+3e-7 (tests/test_nullspace.py pins the bound).
+
+Cost: a batch of n = 32 captions spans at most 32 of 768 directions, so the per-batch path
+never builds the 768 × 768 P: a reduced SVD gives the (at most n) directions to remove, B,
+and U P = U − (U Bᵀ) B (``removal_basis`` / ``project_out``). It reads no value back from
+the device: directions below the rank tolerance are zeroed in B instead of sliced off,
+and V (caption features) stays on the CPU, so only B travels to the GPU, asynchronously.
 """
 
 from __future__ import annotations
 
+import contextlib
 import warnings
 from typing import Literal
 
@@ -66,9 +77,10 @@ def _out_dtype(V: torch.Tensor) -> torch.dtype:
 
 
 def right_singular(V: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
-    """(σ descending, Nᵀ as a full d × d matrix), computed in float64.
+    """(σ descending, the matching right singular vectors as rows), in float64.
 
-    σ has min(n, d) entries (d on the Gram route); directions past them have σ = 0.
+    A reduced SVD: min(n, d) of each (d on the Gram route). The directions past them have
+    σ = 0, so a projector never needs them: P = I − N_r N_rᵀ over the r removed rows.
     """
     V = _as_matrix(V)
     n, d = V.shape
@@ -82,8 +94,7 @@ def right_singular(V: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
             gram += chunk.T @ chunk
         evals, evecs = torch.linalg.eigh(gram)  # ascending; VᵀV = N Σ² Nᵀ
         return evals.flip(0).clamp_min(0).sqrt(), evecs.flip(1).T.contiguous()
-    # full_matrices only when n < d (Vh must be d × d); for n >= d it would build an n × n M
-    _, S, Vh = torch.linalg.svd(V.to(torch.float64), full_matrices=n < d)
+    _, S, Vh = torch.linalg.svd(V.to(torch.float64), full_matrices=False)
     return S, Vh
 
 
@@ -95,11 +106,8 @@ def numerical_rank(sigma: torch.Tensor, n: int, d: int, rtol: float | None = Non
     return int((sigma > tol).sum())
 
 
-def _complement(
-    Vh: torch.Tensor, removed: int, min_null_dim: int | None, what: str
-) -> torch.Tensor:
-    """P = Ñ Ñᵀ over the rows of Vh past ``removed``; refuses a collapsed null space."""
-    d = Vh.shape[1]
+def _check_floor(d: int, removed: int, min_null_dim: int | None, what: str) -> None:
+    """The collapse guard: refuse to keep fewer than ``min_null_dim`` dimensions."""
     floor = default_min_null_dim(d) if min_null_dim is None else min_null_dim
     if floor < 0:
         raise ValueError(f"min_null_dim must be >= 0, got {floor}")
@@ -111,12 +119,17 @@ def _complement(
             "rank. Remove only the dominant directions (max_rank / k / energy), or lower "
             "min_null_dim explicitly."
         )
-    if removed <= kept:  # I − N_r N_rᵀ: same P, fewer flops when few directions go
-        top = Vh[:removed].T
-        eye = torch.eye(d, dtype=Vh.dtype, device=Vh.device)
-        return eye - top @ top.T
-    rest = Vh[removed:].T
-    return rest @ rest.T
+
+
+def _complement(
+    Vh: torch.Tensor, removed: int, min_null_dim: int | None, what: str
+) -> torch.Tensor:
+    """P = Ñ Ñᵀ = I − N_r N_rᵀ over the first ``removed`` rows of Vh; guarded."""
+    d = Vh.shape[1]
+    _check_floor(d, removed, min_null_dim, what)
+    top = Vh[:removed].T
+    eye = torch.eye(d, dtype=Vh.dtype, device=Vh.device)
+    return eye - top @ top.T
 
 
 def null_space_projector(
@@ -190,9 +203,81 @@ def semantic_subspace_projector(
     return P.to(_out_dtype(V))
 
 
+def removal_basis(
+    V: torch.Tensor,
+    rtol: float | None = None,
+    *,
+    max_rank: int | None = None,
+    min_null_dim: int | None = None,
+) -> torch.Tensor:
+    """The directions the per-batch projector removes, as rows of a (k, d) float32 matrix.
+
+    k = min(n, d, max_rank) is fixed by the shapes; rows of directions below the rank
+    tolerance are zero, so U − (U Bᵀ) B equals U P of ``null_space_projector`` with the
+    same arguments, and nothing data-dependent is read back (no host-device sync). The
+    collapse guard needs the rank only when k could reach it (n > 3d/4 at the default
+    floor); then, and only then, the rank is read. V must be finite (CaptionBank checks
+    each caption's feature once, when it is encoded).
+    """
+    if V.ndim == 1:
+        V = V.unsqueeze(0)
+    n, d = V.shape
+    if max_rank is not None and max_rank < 0:
+        raise ValueError(f"max_rank must be >= 0, got {max_rank}")
+    if n == 0 or max_rank == 0:
+        return torch.zeros(0, d, dtype=torch.float32, device=V.device)
+    _, S, Vh = torch.linalg.svd(V.to(torch.float64), full_matrices=False)
+    k = S.shape[0] if max_rank is None else min(S.shape[0], max_rank)
+    S, Vh = S[:k], Vh[:k]
+    tol = (default_rtol(n, d) if rtol is None else rtol) * S[0]
+    keep = tol < S
+    floor = default_min_null_dim(d) if min_null_dim is None else min_null_dim
+    if d - k < floor:  # only here could the guard trigger: read the rank
+        _check_floor(d, int(keep.sum()), min_null_dim, "null_space_projector")
+    return (Vh * keep.unsqueeze(1)).to(torch.float32)
+
+
+def _no_autocast(device: torch.device) -> contextlib.AbstractContextManager:
+    """Autocast off on the features' device (devices without autocast need nothing)."""
+    if torch.amp.is_autocast_available(device.type):
+        return torch.autocast(device_type=device.type, enabled=False)
+    return contextlib.nullcontext()
+
+
+def _working_dtype(features: torch.Tensor) -> torch.dtype:
+    """float32, or float64 for float64 features: never a half-precision projection."""
+    return torch.promote_types(features.dtype, torch.float32)
+
+
+def project_out(features: torch.Tensor, basis: torch.Tensor) -> torch.Tensor:
+    """U − (U Bᵀ) B for orthonormal rows B: U P without forming P, in float32 (see module)."""
+    dtype = _working_dtype(features)
+    with _no_autocast(features.device):
+        U = features.to(dtype)
+        B = basis.to(device=features.device, dtype=dtype, non_blocking=True)
+        return U - (U @ B.T) @ B
+
+
+def project_own(features: torch.Tensor, V: torch.Tensor) -> torch.Tensor:
+    """Each row of U projected away from its own caption feature only: U_i (I − v̂_i v̂_iᵀ).
+
+    The null space of a single caption (rank 1): what ``null_space_projector`` gives for
+    V_i alone, without forming d × d matrices. A zero caption feature removes nothing.
+    """
+    dtype = _working_dtype(features)
+    with _no_autocast(features.device):
+        U = features.to(dtype)
+        v = torch.nn.functional.normalize(
+            V.to(device=features.device, dtype=dtype, non_blocking=True), dim=1
+        )
+        return U - (U * v).sum(dim=1, keepdim=True) * v
+
+
 def project(features: torch.Tensor, P: torch.Tensor) -> torch.Tensor:
-    """U P (eq. 10): features as rows; P is moved to the features' device and dtype."""
-    return features @ P.to(device=features.device, dtype=features.dtype)
+    """U P (eq. 10): features as rows, in float32 even under autocast (float64 stays)."""
+    dtype = _working_dtype(features)
+    with _no_autocast(features.device):
+        return features.to(dtype) @ P.to(device=features.device, dtype=dtype)
 
 
 class NullSpace:
@@ -261,6 +346,16 @@ class NullSpace:
             V_batch, self.rtol, max_rank=self.max_rank, min_null_dim=self.min_null_dim
         )
 
+    def basis_for_batch(self, V_batch: torch.Tensor) -> torch.Tensor:
+        """What ``projector_for_batch`` removes, as rows (``removal_basis``): the cheap form."""
+        return removal_basis(
+            V_batch, self.rtol, max_rank=self.max_rank, min_null_dim=self.min_null_dim
+        )
+
+    def project_batch(self, features: torch.Tensor, V_batch: torch.Tensor) -> torch.Tensor:
+        """U P with P from the batch's own caption features, without forming P."""
+        return project_out(features, self.basis_for_batch(V_batch))
+
     def projector(self, V_batch: torch.Tensor | None, training: bool) -> torch.Tensor | None:
         """The P this call uses, or None for identity."""
         if self.mode == "none":
@@ -290,6 +385,8 @@ class NullSpace:
     def __call__(
         self, features: torch.Tensor, V_batch: torch.Tensor | None = None, training: bool = False
     ) -> torch.Tensor:
+        if self.mode == "batch" and V_batch is not None and (training or self.batch_at_eval):
+            return self.project_batch(features, V_batch)
         P = self.projector(V_batch, training)
         if P is None:
             return features
@@ -298,10 +395,10 @@ class NullSpace:
         return project(features, P)
 
     def _fixed_for(self, features: torch.Tensor) -> torch.Tensor:
-        key = (features.device, features.dtype)
+        key = (features.device, _working_dtype(features))
         if key not in self._fixed_on:
             assert self.fixed is not None
-            self._fixed_on[key] = self.fixed.to(device=features.device, dtype=features.dtype)
+            self._fixed_on[key] = self.fixed.to(device=key[0], dtype=key[1])
         return self._fixed_on[key]
 
     def _set_fixed(self, P: torch.Tensor | None) -> None:

@@ -17,7 +17,7 @@ import torch
 from bench.errors import BenchError
 from bench.interfaces import Addon, Batch, Detector, RunContext, TrainData
 from nsnet_plugin.captions import MISSING_POLICIES, PROVIDERS, CaptionBank, captions_for
-from nsnet_plugin.nullspace import NullSpace, project
+from nsnet_plugin.nullspace import NullSpace
 
 NAME = "nullspace"
 ADDON_MODES = ("fixed", "batch")
@@ -75,10 +75,8 @@ class NullSpaceAddon(Addon):
         if training and self.nullspace.mode == "batch" and self.bank is not None:
             if batch is None or "path" not in batch:
                 raise BenchError(f"addon '{NAME}' (mode batch) needs the batch's image paths")
-            V = self.bank.for_paths(list(batch["path"]))
-            with torch.autocast(device_type=features.device.type, enabled=False):
-                P = self.nullspace.projector_for_batch(V.float())  # never a bf16 projector
-            return project(features, P)
+            # float32 even under autocast, without forming P (nullspace.py)
+            return self.nullspace.project_batch(features, self.bank.for_paths(list(batch["path"])))
         if self.nullspace.fixed is None:
             raise BenchError(
                 f"addon '{NAME}' has no projector: it is fitted on the training captions "

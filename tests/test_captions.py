@@ -218,5 +218,34 @@ def test_caption_bank_encodes_each_text_once():
     assert bank.distinct().shape == (2, 4)
     bank.for_paths(["c", "a"])
     assert calls == [["a cat", "a dog!"]]
-    with pytest.raises(BenchError, match="no caption for training image"):
+    with pytest.raises(BenchError, match="no caption for image"):
         bank.for_paths(["zzz"])
+
+
+def test_blip_reads_images_in_workers_with_the_same_captions(tmp_path, monkeypatch):
+    """Preprocessing one image at a time in 2 workers gives the pixels the batched call gives,
+    so the same captions; the cache then answers a third run."""
+    model, processor = tiny_blip()
+    paths = write_images(tmp_path / "data" / "cat" / "0_real", 5, seed=7)
+    samples = [Sample(p, 0, "cat") for p in paths]
+    from PIL import Image as PILImage
+
+    images = [PILImage.open(p).convert("RGB") for p in paths]
+    batched = processor(images=images, return_tensors="pt")["pixel_values"]
+    from nsnet_plugin.captions import _BlipImages
+
+    singles = torch.stack([_BlipImages([(p, "d")], processor)[0][0] for p in paths])
+    assert torch.equal(singles, batched)
+
+    captions = {}
+    for workers in (0, 2):
+        monkeypatch.setenv("BENCH_CACHE", str(tmp_path / f"cache{workers}"))
+        provider = BlipCaptions(
+            "test/tiny-blip", model=model, processor=processor, batch_size=2, max_new_tokens=4
+        )
+        captions[workers] = provider(samples, RunContext(workers=workers))
+        assert provider.generate_calls == 3  # 5 images, 2 per batch
+    assert captions[0] == captions[2] and len(captions[0]) == 5
+    again = BlipCaptions("test/tiny-blip", model=model, processor=processor, batch_size=2)
+    again.max_new_tokens = 4
+    assert again(samples, RunContext(workers=2)) == captions[2] and again.generate_calls == 0

@@ -26,6 +26,8 @@ def test_gpu_check_runs_on_cpu_with_the_tiny_config():
             "8",
             "--max-batch",
             "16",
+            "--projector-rounds",
+            "3",
         ],
         capture_output=True,
         text=True,
@@ -35,6 +37,15 @@ def test_gpu_check_runs_on_cpu_with_the_tiny_config():
     lines = result.stdout.strip().splitlines()
     assert lines[0].startswith("# NS-Net gpu_check: bench-tiny-vit (random weights)")
     rows = [ln for ln in lines if ln.startswith("| ") and "measurement" not in ln]
+    rows = [r for r in rows if not r.startswith("| step")]
+    projector = [r for r in rows if "SVD" in r or "projector" in r]
+    rows = [r for r in rows if r not in projector]
+    assert [r.split("|")[1].strip() for r in projector] == [
+        "reduced SVD of V (float64)",
+        "per-batch projector (this release)",
+        "per-batch projector (first release)",
+    ]
+    assert float(projector[0].split("|")[3]) == 1.0
     names = [r.split("|")[1].strip() for r in rows]
     assert names == [
         "train step",

@@ -157,3 +157,47 @@ def test_bad_lora_options_are_refused():
         apply_lora(backbone.visual, targets=("q", "w"))
     with pytest.raises(BenchError, match="dropout"):
         apply_lora(backbone.visual, dropout=1.0)
+    with pytest.raises(BenchError, match="scaling"):
+        apply_lora(backbone.visual, scaling="alpha")
+
+
+@pytest.mark.parametrize(
+    ("r", "alpha", "scaling", "expected"),
+    [
+        (6, 6.0, "clip-lora", 6 / 6**0.5),  # CLIP-LoRA loralib/layers.py: alpha / sqrt(r) = 2.449
+        (6, 6.0, "peft", 1.0),  # peft's default alpha / r
+        (4, 8.0, "clip-lora", 4.0),
+        (4, 8.0, "peft", 2.0),
+    ],
+)
+@pytest.mark.parametrize("mode", ["qkv", "mha"])
+def test_adapter_scale_is_the_formula(r, alpha, scaling, expected, mode):
+    """W x + s · B A x: with A, B set by hand, the change of a q projection's output over
+    B A x (computed here) is s, the formula's value."""
+    from nsnet_plugin.lora import scale_factor
+
+    assert scale_factor(r, alpha, scaling) == pytest.approx(expected)
+    backbone = fresh()
+    apply_lora(backbone.visual, r, alpha, 0.0, mode=mode, scaling=scaling)
+    attn = backbone.visual.transformer.resblocks[0].attn
+    layer = attn.q_proj if mode == "qkv" else attn
+    A = layer.lora_A["default"].weight
+    B = layer.lora_B["default"].weight
+    g = torch.Generator().manual_seed(5)
+    with torch.no_grad():
+        A.copy_(torch.randn(A.shape, generator=g))
+        B.copy_(torch.randn(B.shape, generator=g) * 0.1)
+    layer.eval()
+    d = A.shape[1]
+    x = torch.randn(3, d, generator=g)
+    if mode == "qkv":
+        with torch.no_grad():
+            delta = layer(x) - layer.base_layer(x)
+        update = x @ A.T @ B.T
+    else:  # peft's MultiheadAttention merges s · B A into in_proj_weight for the forward
+        with torch.no_grad():
+            delta = layer.get_delta_weight("default")
+        update = B @ A
+    update = update.detach()
+    ratio = (delta * update).sum() / (update * update).sum()
+    assert float(ratio) == pytest.approx(expected, rel=1e-4)

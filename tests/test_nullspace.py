@@ -15,6 +15,8 @@ from nsnet_plugin.nullspace import (
     default_rtol,
     null_space_projector,
     project,
+    project_out,
+    removal_basis,
     semantic_subspace_projector,
 )
 
@@ -197,3 +199,85 @@ def test_batch_mode_max_rank_prevents_collapse() -> None:
         NullSpace("batch").projector_for_batch(V_big)
     P = NullSpace("batch", max_rank=8).projector_for_batch(V_big)
     assert round(float(torch.trace(P))) == 24
+
+
+@pytest.mark.parametrize(
+    ("n", "rank", "kwargs"),
+    [(32, 32, {}), (32, 7, {}), (20, 20, {"max_rank": 5}), (12, 12, {"rtol": 0.5}), (0, 0, {})],
+)
+def test_low_rank_projection_equals_dense_projector(n: int, rank: int, kwargs: dict) -> None:
+    """U − (U Bᵀ) B with B from a reduced SVD is U P of the dense projector (scipy's too)."""
+    d = 96
+    V = low_rank(n, d, rank, seed=n + rank) if n else torch.zeros(0, d, dtype=torch.float64)
+    U = torch.randn(9, d, dtype=torch.float64, generator=torch.Generator().manual_seed(1))
+    B = removal_basis(V, **kwargs)
+    assert B.shape == (min(n, kwargs.get("max_rank", n)), d) and B.dtype == torch.float32
+    dense = null_space_projector(V, **kwargs)
+    torch.testing.assert_close(project_out(U, B), U @ dense, atol=1e-6, rtol=0)
+    if not kwargs and n:
+        expected = U.numpy() @ reference_projector(V)
+        np.testing.assert_allclose(project_out(U, B).numpy(), expected, atol=1e-6)
+
+
+def test_low_rank_projection_keeps_the_collapse_guard() -> None:
+    V_big = torch.randn(100, 32, generator=torch.Generator().manual_seed(7))
+    with pytest.raises(ValueError, match="null space"):
+        removal_basis(V_big)
+    assert removal_basis(V_big, max_rank=8).shape == (8, 32)
+
+
+def test_projection_under_bf16_autocast_leaks_no_more_than_float32() -> None:
+    """A bf16 U P lets ~5e-4 of a removed caption direction back in; float32 keeps it < 1e-5.
+
+    The removed directions are the rows of V (32 captions, 768-d as ViT-L/14); the leak
+    is |(U P) v̂| / |U| for unit v̂ in V's row space, over 64 images.
+    """
+    g = torch.Generator().manual_seed(0)
+    V = torch.randn(32, 768, generator=g)
+    U = (torch.randn(64, 768, generator=g) + 3 * torch.randn(64, 32, generator=g) @ V / 28).to(
+        torch.bfloat16
+    )  # U carries caption semantics, and arrives in bf16 from an autocast backbone
+    Q = torch.linalg.qr(V.double().T).Q  # (768, 32): orthonormal basis of the removed space
+
+    def leak(f: torch.Tensor) -> float:
+        return float(((f.double() @ Q).norm(dim=1) / U.double().norm(dim=1)).max())
+
+    P = null_space_projector(V)
+    with torch.autocast("cpu", dtype=torch.bfloat16):
+        dense = project(U, P)
+        low_rank_out = project_out(U, removal_basis(V))
+        naive = U @ P.to(torch.bfloat16)  # what a bf16 projection does
+    assert dense.dtype == low_rank_out.dtype == torch.float32
+    assert leak(naive) > 1e-4  # the failure this guards against is real
+    assert leak(dense) < 1e-5 and leak(low_rank_out) < 1e-5
+
+
+def test_per_batch_projection_reads_nothing_back_from_the_device() -> None:
+    """On the meta device any value read back (a sync on CUDA) raises: none happens.
+
+    V stays on the CPU (caption features); only the (k, d) basis goes to the features'
+    device, and U − (U Bᵀ) B is shape-static.
+    """
+    V = low_rank(32, 768, 32).float()
+    U = torch.empty(32, 768, device="meta")
+    out = NullSpace("batch").project_batch(U, V)
+    assert out.device.type == "meta" and out.shape == (32, 768) and out.dtype == torch.float32
+
+
+def test_addon_batch_mode_projects_by_the_batchs_captions_in_float32() -> None:
+    from nsnet_plugin.captions import CaptionBank
+    from nsnet_plugin.nullspace_addon import NullSpaceAddon
+
+    table = {
+        f"text {i}": torch.randn(48, generator=torch.Generator().manual_seed(i)) for i in range(6)
+    }
+    addon = NullSpaceAddon({"mode": "batch", "captions": "file"})
+    addon.bank = CaptionBank(lambda texts: torch.stack([table[t] for t in texts]))
+    addon.bank.set({f"/img/{i}.png": f"text {i}" for i in range(6)})
+    U = torch.randn(6, 48, dtype=torch.float64)
+    with torch.autocast("cpu", dtype=torch.bfloat16):
+        out = addon.apply(U.to(torch.bfloat16), {"path": [f"/img/{i}.png" for i in range(6)]}, True)
+    assert out.dtype == torch.float32
+    V = torch.stack([table[f"text {i}"] for i in range(6)]).double()
+    want = U.to(torch.bfloat16).double() @ null_space_projector(V)
+    torch.testing.assert_close(out.double(), want, atol=1e-5, rtol=0)

@@ -43,7 +43,7 @@ def test_explain_is_the_selection_the_network_gets(size):
     assert grown.shape[0] >= 224 and grown.shape[1] >= 224  # small images mirror-padded
     boxes = shown["boxes"]
     groups = [b[4] for b in boxes]
-    assert (groups.count("highest"), groups.count("lowest")) == (24, 25)
+    assert (groups.count("highest"), groups.count("lowest")) == (25, 24)  # odd_tile="high"
     crops = sorted(grown[y0:y1, x0:x1].tobytes() for x0, y0, x1, y1, _ in boxes)
     tiles = [out[r * 32 : r * 32 + 32, c * 32 : c * 32 + 32] for r in range(7) for c in range(7)]
     assert crops == sorted(t.tobytes() for t in tiles)  # every tile is one outlined patch

@@ -24,8 +24,12 @@ from bench.plugins import get_registry
 from bench.robustness import sweep_finished_run
 from bench.runner import RunSpec, run
 
-COLUMNS = ["perturbation", "level", "generator", "n_real", "n_fake"]
-COLUMNS += ["r_acc", "f_acc", "acc", "ap", "auc"]
+#: robustness.csv: metrics.csv's columns (kind and test set included) after the level.
+COLUMNS = ["perturbation", "level", "kind", "test_set", "generator", "n_real", "n_fake"]
+COLUMNS += ["r_acc", "f_acc", "acc", "ap", "auc", "n_generators", "note"]
+#: The first format, from before test sets existed: still read (the mean is the row named so).
+LEGACY_COLUMNS = ["perturbation", "level", "generator", "n_real", "n_fake"]
+LEGACY_COLUMNS += ["r_acc", "f_acc", "acc", "ap", "auc"]
 
 
 def png_size(path: Path) -> tuple[int, int]:
@@ -59,9 +63,13 @@ def test_sweep_writes_robustness_csv_clean_pass_first(swept: Path):
     assert keys == [("none", ""), ("jpeg", "90"), ("jpeg", "50"), ("resize", "0.5")]
     for _, rows in table.groupby(["perturbation", "level"]):
         assert list(rows["generator"]) == ["gan_a", "gan_b", "mean"]
+        assert list(rows["kind"]) == ["generator", "generator", "mean"]
+        assert list(rows["test_set"]) == ["tiny-test-tree0", "tiny-test-tree0", ""]
         assert list(rows["n_real"]) == [12, 12, 24] and list(rows["n_fake"]) == [12, 12, 24]
+        assert list(rows["n_generators"]) == [1, 1, 2]
     clean = table[table["perturbation"] == "none"].reset_index(drop=True)
-    metrics = pd.read_csv(swept / "metrics.csv")
+    metrics = pd.read_csv(swept / "metrics.csv", keep_default_na=False)
+    assert list(clean.columns[2:]) == list(metrics.columns)
     for column in ("r_acc", "f_acc", "acc", "ap", "auc"):
         assert np.allclose(clean[column].astype(float), metrics[column], equal_nan=True)
     config = json.loads((swept / "config.json").read_text())
@@ -71,8 +79,9 @@ def test_sweep_writes_robustness_csv_clean_pass_first(swept: Path):
 
 def test_each_level_is_a_real_pass_and_its_metrics_recompute_by_hand(swept: Path):
     with open(swept / "predictions.csv", newline="") as fh:
-        clean = {r["path"]: float(r["prob"]) for r in csv.DictReader(fh)}
+        clean = {r["path"]: float(r["p_fake"]) for r in csv.DictReader(fh)}
     scores = pd.read_csv(swept / "robustness_predictions.csv", dtype={"level": str})
+    assert set(scores["test_set"]) == {"tiny-test-tree0"}
     table = pd.read_csv(swept / "robustness.csv", dtype={"level": str}).set_index(
         ["perturbation", "level", "generator"]
     )
@@ -149,7 +158,12 @@ def test_report_is_one_self_contained_page(swept: Path):
 
 
 def fake_sweep(
-    out: Path, label: str, run_id: str, rows: list[tuple], stronger: str = "lower"
+    out: Path,
+    label: str,
+    run_id: str,
+    rows: list[tuple],
+    stronger: str = "lower",
+    columns: list[str] = LEGACY_COLUMNS,
 ) -> Path:
     """A run folder with robustness.csv and its index row, as a sweep leaves them."""
     run_dir = out / "runs" / run_id
@@ -159,7 +173,7 @@ def fake_sweep(
     ]
     config = {"label": label, "status": "finished", "perturbations": records}
     (run_dir / "config.json").write_text(json.dumps(config), encoding="utf-8")
-    lines = [",".join(COLUMNS)] + [",".join(str(v) for v in row) for row in rows]
+    lines = [",".join(columns)] + [",".join(str(v) for v in row) for row in rows]
     (run_dir / "robustness.csv").write_text("\n".join(lines) + "\n", encoding="utf-8")
     index = out / "leaderboard_index.csv"
     if not index.exists():
@@ -232,7 +246,7 @@ def test_robustness_table_spec_renders_a_row_per_detector(tmp_path, tiny_tree, m
         {"name": "jpeg", "levels": [90, 50], "options": {"subsampling": "4:2:0"}}
     ]
     (run_dir / "config.json").write_text(json.dumps(config))
-    lines = [",".join(COLUMNS)]
+    lines = [",".join(LEGACY_COLUMNS)]
     lines += [
         "none,,mean,1,1,1,1,0.9,1,1",
         "jpeg,90,mean,1,1,1,1,0.8,1,1",

@@ -118,3 +118,77 @@ def test_saved_state_reproduces_predictions(tmp_path, tiny_tree, tiny_test_tree)
     again = predict_images(run_dir, [r["path"] for r in rows], device="cpu")
     for row, (_, prob) in zip(rows, again, strict=True):
         assert abs(float(row["p_fake"]) - prob) < 1e-5
+
+
+def test_precision_is_chosen_checked_and_recorded(tmp_path, tiny_tree, tiny_test_tree):
+    """auto is full precision on the CPU; --precision bf16 autocasts there too; both are
+    written to config.json; each baseline's paper preset asks for what its code uses."""
+    import torch
+
+    from bench.runner import choose_device, resolve_components
+
+    assert choose_device("cpu") == ("cpu", None)
+    assert choose_device("cpu", "bf16") == ("cpu", torch.bfloat16)
+    assert choose_device("cpu", "fp32") == ("cpu", None)
+    for precision, expected in ((None, "fp32"), ("bf16", "bf16")):
+        run_dir = run(
+            spec(tmp_path, tiny_tree, tiny_test_tree, epochs=2, precision=precision), get_registry()
+        )
+        config = json.loads((run_dir / "config.json").read_text())
+        assert config["precision"] == expected
+        assert config["autocast"] == ("torch.bfloat16" if expected == "bf16" else None)
+    with pytest.raises(BenchError, match="precision"):
+        resolve_components(
+            get_registry(), spec(tmp_path, tiny_tree, tiny_test_tree, precision="fp16")
+        )
+    registry = get_registry()
+    for name in ("univfd", "vibnet", "safe", "nsnet"):
+        paper = resolve_components(registry, RunSpec(detector=name, preset="paper"))
+        assert paper.detector_options["precision"] == "fp32"
+        flag = resolve_components(
+            registry, RunSpec(detector=name, preset="paper", precision="bf16")
+        )
+        assert flag.detector_options["precision"] == "bf16"  # the run-level flag wins
+        assert (
+            resolve_components(registry, RunSpec(detector=name)).detector_options["precision"]
+            == "auto"
+        )
+    univfd = resolve_components(
+        registry, RunSpec(detector="univfd", preset="paper")
+    ).detector_options
+    assert (univfd["schedule"], univfd["epochs"]) == ("official", 100)
+
+
+def test_default_workers_follow_the_cores_this_process_may_use(monkeypatch):
+    import os
+
+    from bench.data import pipeline
+
+    for cores, expected in ((1, 0), (2, 1), (16, 15), (200, pipeline.MAX_DEFAULT_WORKERS)):
+        monkeypatch.setattr(os, "sched_getaffinity", lambda _pid, n=cores: set(range(n)))
+        assert pipeline.default_workers() == expected
+
+
+def test_runs_log_and_record_how_long_they_waited_for_data(tmp_path, tiny_tree, tiny_test_tree):
+    run_dir = run(spec(tmp_path, tiny_tree, tiny_test_tree, epochs=2), get_registry())
+    config = json.loads((run_dir / "config.json").read_text())
+    waits = config["notes"]["data_wait"]
+    assert set(waits) == {"train", "evaluate"} and all(0.0 <= v <= 1.0 for v in waits.values())
+    log = (run_dir / "log.txt").read_text()
+    assert "data wait (train):" in log and "data wait (evaluate):" in log
+
+
+def test_data_wait_measures_the_time_spent_in_the_loader():
+    import time
+
+    from bench.data.pipeline import DataWait
+
+    def slow():
+        for i in range(4):
+            time.sleep(0.05)
+            yield i
+
+    wait = DataWait()
+    for _ in wait(slow()):
+        time.sleep(0.05)  # the "step"
+    assert wait.batches == 4 and 0.35 < wait.share() < 0.65

@@ -15,8 +15,10 @@ from __future__ import annotations
 
 import contextlib
 import json
+import os
 import random
-from collections.abc import Iterator
+import time
+from collections.abc import Iterable, Iterator
 from pathlib import Path
 from typing import Any
 
@@ -27,6 +29,68 @@ from bench.data.layouts import Sample
 from bench.interfaces import TransformChain
 
 CAPTION_SIDECAR = "captions.json"
+#: The most DataLoader workers chosen by default (each holds a copy of the dataset list).
+MAX_DEFAULT_WORKERS = 32
+
+
+def default_workers() -> int:
+    """Workers when ``--workers`` is not given: the cores this process may run on, less one.
+
+    ``os.sched_getaffinity`` counts what a Slurm allocation, taskset or a container
+    grants, not the machine's cores; one core stays with the main process, which
+    collates nothing but feeds the GPU. At most MAX_DEFAULT_WORKERS; 0 (load in the main
+    process) on a single core.
+    """
+    try:
+        cores = len(os.sched_getaffinity(0))
+    except AttributeError:  # not on Linux
+        cores = os.cpu_count() or 1
+    return max(0, min(cores - 1, MAX_DEFAULT_WORKERS))
+
+
+class DataWait:
+    """How long a loop waits for its next batch, against the loop's whole time.
+
+    Wrap the loader (``for batch in wait(loader)``); ``share()`` is the waiting share of
+    the time since the first batch was asked for. Near 0: the loader keeps up; near 1:
+    the GPU (or the CPU model) starves for data.
+    """
+
+    def __init__(self) -> None:
+        self.waited = 0.0
+        self.batches = 0
+        self._start: float | None = None
+        self._end: float | None = None
+
+    def __call__(self, iterable: Iterable[Any]) -> Iterator[Any]:
+        if self._start is None:
+            self._start = time.perf_counter()
+        iterator = iter(iterable)
+        while True:
+            t0 = time.perf_counter()
+            try:
+                item = next(iterator)
+            except StopIteration:
+                return
+            finally:
+                self.waited += time.perf_counter() - t0
+                self._end = time.perf_counter()
+            self.batches += 1
+            yield item
+
+    def elapsed(self) -> float:
+        if self._start is None:
+            return 0.0
+        return max(1e-9, (self._end or time.perf_counter()) - self._start)
+
+    def share(self) -> float:
+        return self.waited / self.elapsed() if self._start is not None else 0.0
+
+    def summary(self, what: str, workers: int) -> str:
+        return (
+            f"data wait ({what}): {100 * self.share():.0f}% of {self.elapsed():.1f} s spent "
+            f"waiting for batches ({self.batches} batches, {workers} loader workers)"
+        )
 
 
 def sample_seed(seed: int, epoch: int, index: int) -> int:
@@ -138,6 +202,11 @@ def recording(log: ReadLog) -> Iterator[ReadLog]:
         _active_logs.remove(log)
 
 
+def active_read_log() -> ReadLog | None:
+    """The ReadLog of the innermost ``recording`` block, if any."""
+    return _active_logs[-1] if _active_logs else None
+
+
 class RecordingLoader(DataLoader):
     """A DataLoader that hands each batch's unreadable files to the run's ReadLog."""
 
@@ -161,11 +230,23 @@ def make_loader(
     drop_last: bool = False,
     workers: int = 0,
     seed: int = 0,
+    batches: list[list[int]] | None = None,
 ) -> DataLoader:
-    """A DataLoader over ``samples`` whose order and augmentations depend only on the seeds."""
+    """A DataLoader over ``samples`` whose order and augmentations depend only on the seeds.
+
+    batches: a fixed batch composition (lists of sample indices) instead of
+    batch_size / shuffle / drop_last.
+    """
+    dataset = ImageDataset(samples, chain, train=train, seed=seed, epoch=epoch)
+    if batches is not None:
+        loader = RecordingLoader(
+            dataset, batch_sampler=batches, num_workers=workers, collate_fn=collate
+        )
+        loader.read_log = active_read_log()
+        return loader
     generator = torch.Generator().manual_seed(sample_seed(seed, epoch, 0))
     loader = RecordingLoader(
-        ImageDataset(samples, chain, train=train, seed=seed, epoch=epoch),
+        dataset,
         batch_size=batch_size,
         shuffle=shuffle,
         drop_last=drop_last,
@@ -174,7 +255,7 @@ def make_loader(
         generator=generator,
         persistent_workers=False,
     )
-    loader.read_log = _active_logs[-1] if _active_logs else None
+    loader.read_log = active_read_log()
     return loader
 
 
