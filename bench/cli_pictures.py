@@ -58,7 +58,11 @@ def add_commands(sub: Any) -> None:
     rb.add_argument("--out", default="results")
     rb.add_argument("--metric", choices=METRIC_CHOICES, default="acc")
     rb.add_argument(
-        "--generator", default="mean", help="one generator's column (default: the mean)"
+        "--generator",
+        default="mean",
+        metavar="SET/NAME",
+        help="one generator's column, as the leaderboard names it (a bare NAME when only one "
+        "test set has it; default: the mean)",
     )
     rb.add_argument("--format", choices=("csv", "md"), default="md")
 

@@ -52,13 +52,18 @@ def _save(fig: Any, path: Path) -> Path:
 
 
 def read_predictions(run_dir: Path) -> dict[str, tuple[list[int], list[float]]]:
-    """{generator: (labels, p_fake)} from predictions.csv (column `p_fake` or `prob`)."""
+    """{SET/generator: (labels, p_fake)} from predictions.csv (column `p_fake`, or `prob`
+    and no test set in files from before test sets existed)."""
+    from bench.results_io import column_key
+    from bench.text import csv_uncell
+
     by_generator: dict[str, tuple[list[int], list[float]]] = {}
     with open(run_dir / "predictions.csv", newline="", encoding="utf-8") as fh:
         reader = csv.DictReader(fh)
         column = "p_fake" if "p_fake" in (reader.fieldnames or []) else "prob"
         for row in reader:
-            labels, probs = by_generator.setdefault(row["generator"], ([], []))
+            key = column_key(csv_uncell(row.get("test_set") or ""), csv_uncell(row["generator"]))
+            labels, probs = by_generator.setdefault(key, ([], []))
             labels.append(int(row["label"]))
             probs.append(float(row[column]))
     return dict(sorted(by_generator.items()))
@@ -105,18 +110,19 @@ def roc_plot(scores: dict[str, tuple[list[int], list[float]]], path: Path, title
 
 
 def bar_plot(run_dir: Path, metric: str, path: Path, title: str) -> Path:
-    """The metric per generator (x100) and the mean over generators, values printed on bars."""
-    import pandas as pd
-
+    """The metric per generator (x100, bars named SET/generator), each test set's mean and
+    the mean over generators (black), values printed on bars."""
     from bench.metrics import METRIC_NAMES, THRESHOLD_METRICS
+    from bench.results_io import read_metrics
 
     plt = pyplot()
-    table = pd.read_csv(
-        run_dir / "metrics.csv", dtype={"generator": str}, keep_default_na=False, na_values=[""]
-    )
-    names = list(table["generator"])
-    values = [100 * float(v) for v in table[metric]]
-    colours = _colours([n for n in names if n != "mean"])
+    rows = read_metrics(run_dir / "metrics.csv")
+    names = [
+        r.key if r.kind == "generator" else ("mean" if r.kind == "mean" else f"{r.test_set} mean")
+        for r in rows
+    ]
+    values = [100 * float(r.values.get(metric, math.nan)) for r in rows]
+    colours = _colours([n for n, r in zip(names, rows, strict=True) if r.kind == "generator"])
     fig, ax = plt.subplots(figsize=(max(4.5, 0.9 * len(names) + 1.5), 4.0))
     bars = ax.bar(
         names,
@@ -220,12 +226,18 @@ def _ylabel(metric: str) -> str:
 
 
 def run_curves(run_dir: Path, metric: str, path: Path, title: str) -> Path:
-    """A run's sweep: one line per generator, the mean in black, one panel per perturbation."""
+    """A run's sweep: one line per generator (SET/generator), the mean in black, one panel
+    per perturbation."""
+    from bench.results_io import column_key
     from bench.robustness import read_robustness
     from bench.robustness_board import Board, run_cells
 
     board = Board(metric, "mean")
-    generators = sorted(set(read_robustness(run_dir)["generator"]) - {"mean"})
+    table = read_robustness(run_dir)
+    rows = table[table["kind"] == "generator"]
+    generators = sorted(
+        {column_key(t, g) for t, g in zip(rows["test_set"], rows["generator"], strict=True)}
+    )
     cells = {g: run_cells(run_dir, metric, g, board) for g in [*generators, "mean"]}
     colours = _colours(generators)
     styles = {g: {"color": colours[g]} for g in generators}

@@ -2,7 +2,8 @@
 
 One row per leaderboard row (the run the index names for it), one column per level:
 `clean`, then `jpeg=95`, `jpeg=75`, ... (each perturbation's levels from mild to strong);
-the cell is the metric (x100, one decimal) of one generator or of the mean over generators.
+the cell is the metric (x100, one decimal) of one generator (``SET/GENERATOR``, as the
+leaderboard names columns) or of the mean over generators (the row of kind `mean`).
 Runs without a sweep are left out with a note. The same data draws the robustness curves
 (bench.plots.robustness_curves): one line per detector, one panel per perturbation.
 """
@@ -72,13 +73,16 @@ def run_records(run_dir: Path) -> list[dict[str, Any]]:
 def run_cells(
     run_dir: Path, metric: str, generator: str, board: Board | None = None
 ) -> dict[str, float]:
-    """{column: value} of one run's robustness.csv; levels are added to ``board``'s axes."""
-    from bench.robustness import read_robustness
+    """{column: value} of one run's robustness.csv for one generator (``SET/GENERATOR``,
+    a bare name found in one set, or ``mean``: bench.robustness.select_generator); levels
+    are added to ``board``'s axes."""
+    from bench.robustness import read_robustness, select_generator
 
     table = read_robustness(run_dir)
     if metric not in table.columns:
         raise BenchError(f"{run_dir / 'robustness.csv'} has no {metric!r} column")
-    chosen = table[table["generator"] == generator]
+    where = f" in {run_dir / 'robustness.csv'}"
+    chosen = select_generator(table, generator, where, missing_ok=True)
     records = {r["name"]: r for r in run_records(run_dir)}
     cells: dict[str, float] = {}
     for perturbation, level, value in zip(
@@ -117,6 +121,11 @@ def collect(out_dir: str | Path, metric: str = "acc", generator: str = "mean") -
             continue
         cells = run_cells(run_dir, metric, generator, board)
         board.rows.append(SweepRow(entry["label"], entry["train"], entry["run_id"], cells))
+    if board.rows and not any(row.cells for row in board.rows):
+        raise BenchError(
+            f"no swept run has generator {generator!r} (name it SET/GENERATOR as the "
+            "leaderboard's columns do, or mean)"
+        )
     return board
 
 

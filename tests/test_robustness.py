@@ -231,6 +231,41 @@ def test_bench_robustness_tables_every_swept_run(tmp_path, capsys):
     assert width >= 300 and height >= 250
 
 
+def test_generators_are_addressed_by_set_and_the_mean_found_by_kind(tmp_path, capsys):
+    """Two sets with a `g1` each, and a folder named `mean` in set B: `mean` is the row of
+    kind mean, `SET/NAME` one set's generator, `A/mean` set A's mean, a bare name only
+    where one set has it."""
+    out = tmp_path / "out"
+    rows = []
+    for perturbation, level, shift in (("none", "", 0.0), ("jpeg", 90, 0.1)):
+        rows += [
+            (perturbation, level, "generator", "A", "g1", 5, 5, 1, 1, 0.9 - shift, 1, 1, 1, ""),
+            (perturbation, level, "generator", "B", "g1", 5, 5, 1, 1, 0.7 - shift, 1, 1, 1, ""),
+            (perturbation, level, "generator", "B", "mean", 5, 5, 1, 1, 0.5 - shift, 1, 1, 1, ""),
+            (perturbation, level, "set mean", "A", "mean", 5, 5, 1, 1, 0.9 - shift, 1, 1, 1, ""),
+            (perturbation, level, "set mean", "B", "mean", 10, 10, 1, 1, 0.6 - shift, 1, 1, 2, ""),
+            (perturbation, level, "mean", "", "mean", 15, 15, 1, 1, 0.7 - shift, 1, 1, 3, ""),
+        ]
+    run_dir = fake_sweep(out, "alpha", "run-a", rows, columns=COLUMNS)
+    for generator, clean, jpeg in (
+        ("mean", 70.0, 60.0),
+        ("A/g1", 90.0, 80.0),
+        ("B/mean", 50.0, 40.0),
+        ("A/mean", 90.0, 80.0),
+    ):
+        assert main(["robustness", "--out", str(out), "--generator", generator]) == 0
+        table = capsys.readouterr().out
+        assert f"| alpha      | demo    |    {clean} |      {jpeg} |" in table, generator
+    assert main(["robustness", "--out", str(out), "--generator", "g1"]) == 2
+    assert "name one: A/g1, B/g1" in capsys.readouterr().err
+    assert main(["robustness", "--out", str(out), "--generator", "g2"]) == 2
+    assert "no swept run has generator 'g2'" in capsys.readouterr().err
+    from bench.plots import run_curves
+
+    png = run_curves(run_dir, "acc", tmp_path / "curves.png", "two sets")
+    assert png_size(png)[0] >= 300
+
+
 def test_robustness_table_spec_renders_a_row_per_detector(tmp_path, tiny_tree, monkeypatch):
     from tests.test_tables import fake_run, row_spec
 
