@@ -107,6 +107,30 @@ def test_a_non_finite_first_loss_fails_the_run(tmp_path, tiny_tree, tiny_test_tr
     assert not (tmp_path / "out" / "leaderboard_acc.csv").exists()
 
 
+def test_the_standard_loop_checks_its_first_loss_at_once(
+    tmp_path, tiny_tree, tiny_test_tree, monkeypatch
+):
+    """The loop reads losses every READ_EVERY steps, but the first one at once: a NaN
+    there stops the run after that one step, not READ_EVERY steps later."""
+    from bench.builtin.spectral_logreg import SpectralLogReg
+
+    real_step = SpectralLogReg.training_step
+    steps = []
+
+    def nan_first(self, batch):
+        steps.append(len(batch["path"]))
+        loss = real_step(self, batch)
+        return loss * float("nan") if len(steps) == 1 else loss
+
+    monkeypatch.setattr(SpectralLogReg, "training_step", nan_first)
+    with pytest.raises(BenchError, match="diverged at the first step: loss is nan"):
+        run(_spec(tmp_path, tiny_tree, tiny_test_tree, epochs=30, batch_size=4), get_registry())
+    assert len(steps) == 1
+    config = json.loads((_only_run(tmp_path / "out") / "config.json").read_text())
+    assert config["status"] == "failed" and "first step" in config["error"]
+    assert not (tmp_path / "out" / "leaderboard_acc.csv").exists()
+
+
 def test_an_error_after_the_run_started_is_printed_once(capsys, tmp_path, tiny_test_tree):
     train = tmp_path / "train"
     for label in ("0_real", "1_fake"):
