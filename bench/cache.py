@@ -48,3 +48,63 @@ def file_digest(path: str | os.PathLike[str], chunk: int = 1 << 20) -> str:
         while block := fh.read(chunk):
             h.update(block)
     return h.hexdigest()
+
+
+#: Where ``file_digests`` remembers what it hashed (below the cache root).
+DIGEST_INDEX = "digests/index.sqlite3"
+_digest_memo: dict[str, dict[str, tuple[int, int, int, str]]] = {}
+
+
+def file_digests(paths: list[str]) -> list[str | None]:
+    """sha256 of each file (None if unreadable), hashing only files new or changed.
+
+    The sha256 of the bytes stays the truth: it is what every cache keys on. It is
+    computed once per (real path, size, modification time in ns, inode) and looked up
+    afterwards, as git's index and make trust the same metadata. A file rewritten in
+    place with the same size and its old mtime restored on purpose would be missed:
+    set BENCH_REHASH=1 (or delete ``$BENCH_CACHE/digests``) to hash everything again.
+    Paths are stored as their bytes (``os.fsencode``), so a name that is not UTF-8 is
+    remembered like any other.
+    """
+    import sqlite3
+
+    db_path = cache_root() / DIGEST_INDEX
+    db_path.parent.mkdir(parents=True, exist_ok=True)
+    rehash = os.environ.get("BENCH_REHASH", "") not in ("", "0")
+    with sqlite3.connect(db_path, timeout=60) as db:
+        db.execute(
+            "CREATE TABLE IF NOT EXISTS digest (path TEXT PRIMARY KEY, size INTEGER, "
+            "mtime_ns INTEGER, inode INTEGER, sha256 TEXT)"
+        )
+        memo = _digest_memo.get(str(db_path))
+        if memo is None:
+            memo = {
+                os.fsdecode(p) if isinstance(p, bytes) else p: (s, m, i, h)
+                for p, s, m, i, h in db.execute("SELECT * FROM digest")
+            }
+            _digest_memo[str(db_path)] = memo
+        out: list[str | None] = []
+        new_rows = []
+        for path in paths:
+            try:
+                real = os.path.realpath(path)
+                st = os.stat(real)
+            except OSError:
+                out.append(None)
+                continue
+            stamp = (st.st_size, st.st_mtime_ns, st.st_ino)
+            known = memo.get(real)
+            if known is not None and known[:3] == stamp and not rehash:
+                out.append(known[3])
+                continue
+            try:
+                digest = file_digest(real)
+            except OSError:
+                out.append(None)
+                continue
+            memo[real] = (*stamp, digest)
+            new_rows.append((os.fsencode(real), *stamp, digest))
+            out.append(digest)
+        if new_rows:
+            db.executemany("INSERT OR REPLACE INTO digest VALUES (?, ?, ?, ?, ?)", new_rows)
+    return out

@@ -52,3 +52,15 @@ def test_a_changed_file_is_hashed_again(files, monkeypatch):
     monkeypatch.setenv("BENCH_REHASH", "1")
     cache.file_digests(paths)
     assert len(calls) == 9  # everything, when asked
+
+
+def test_a_name_that_is_not_utf8_is_hashed_and_remembered(files, tmp_path):
+    """The index keeps a path as its bytes: a Latin-1 name (as old archives hold) works."""
+    paths, calls = files
+    odd = os.path.join(os.fsdecode(bytes(tmp_path)), os.fsdecode(b"caf\xe9.bin"))
+    with open(odd, "wb") as fh:
+        fh.write(b"latin-1 named")
+    want = hashlib.sha256(b"latin-1 named").hexdigest()
+    assert cache.file_digests([odd]) == [want] and len(calls) == 1
+    cache._digest_memo.clear()  # a new process: the index on disk answers, no new hash
+    assert cache.file_digests([odd]) == [want] and len(calls) == 1
