@@ -321,9 +321,9 @@ def run(spec: RunSpec, registry: Registry) -> Path:
             for addon in addons:
                 addon.attach(detector)
             detector.setup(ctx)
-            for key, value in detector.describe().items():
-                log(f"{spec.detector}: {key} = {value}")
-                config.setdefault("describe", {})[key] = value
+            for fact, value in detector.describe().items():
+                log(f"{spec.detector}: {fact} = {value}")
+                config.setdefault("describe", {})[fact] = value
 
             def factory(samples, chain, **kw):
                 return make_loader(samples, chain, workers=workers, seed=spec.seed, **kw)

@@ -261,6 +261,10 @@ def test_cached_evaluation_keeps_test_sets_shared_reals_and_skips(
     assert all({g for g, _ in v} == {"ldm_200", "dalle"} for v in laion.values())
     assert all(len({p for _, p in v}) == 1 for v in laion.values())
     assert _predictions(second) == _predictions(first)
+    with open(tmp_path / "out" / "leaderboard_index.csv", newline="") as fh:
+        (entry,) = csv.DictReader(fh)  # one configuration, one seed: the second run replaced it
+    config = json.loads((second / "config.json").read_text())["config"]
+    assert (entry["run_id"], entry["config"]) == (second.name, config)  # not a describe() key
     for run_dir in (first, second):
         skipped = (run_dir / "skipped.txt").read_text()
         assert "broken.png" in skipped and "not an image format PIL can identify" in skipped
