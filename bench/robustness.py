@@ -94,7 +94,8 @@ def select_generator(
     table: pd.DataFrame, name: str, where: str = "", missing_ok: bool = False
 ) -> pd.DataFrame:
     """The rows of one column: `mean` (kind mean), `SET/GENERATOR`, `SET/mean` (that
-    set's mean, unless SET has a generator folder named `mean`), or a bare generator name
+    set's mean, unless SET has a generator folder named `mean`; the mean when SET is the
+    only set), or a bare generator name
     found in one test set only. A name in several sets is an error naming each; a name
     found nowhere gives no rows with ``missing_ok``, else an error listing the names."""
     from bench.results_io import column_key
@@ -112,6 +113,8 @@ def select_generator(
         chosen = table[(table["kind"] == "set mean") & (table["test_set"] == set_name)]
         if len(chosen):
             return chosen
+        if len(generators) and set(generators["test_set"]) == {set_name}:
+            return table[table["kind"] == "mean"]  # the only set: its mean is the mean
     bare = generators[generators["generator"] == name]
     sets = sorted(set(bare["test_set"]))
     if len(sets) == 1:

@@ -196,9 +196,7 @@ def test_feature_plan_lists_unreadable_test_images(tiny_tree, tmp_path, monkeypa
     assert set(plan.missing) == {3} and plan.features.shape[0] == 4
 
 
-def test_cached_evaluation_keeps_test_sets_shared_reals_and_skips(
-    tiny_tree, tmp_path, monkeypatch
-):
+def test_cached_evaluation_keeps_test_sets_shared_reals_and_skips(tiny_tree, tmp_path, monkeypatch):
     """Cached test features with everything the clean pass promises: UniversalFakeDetect's
     LAION reals (shared by ldm_200 and dalle) encoded once, test sets named, an unreadable
     image in skipped.txt on both runs; a sweep after the cached pass encodes each distinct

@@ -21,7 +21,7 @@ import bench.tables as tables
 from bench.cli import main
 from bench.errors import BenchError
 from bench.plugins import get_registry
-from bench.robustness import sweep_finished_run
+from bench.robustness import read_robustness, select_generator, sweep_finished_run
 from bench.runner import RunSpec, run
 
 #: robustness.csv: metrics.csv's columns (kind and test set included) after the level.
@@ -258,6 +258,9 @@ def test_generators_are_addressed_by_set_and_the_mean_found_by_kind(tmp_path, ca
         assert f"| alpha      | demo    |    {clean} |      {jpeg} |" in table, generator
     assert main(["robustness", "--out", str(out), "--generator", "g1"]) == 2
     assert "name one: A/g1, B/g1" in capsys.readouterr().err
+    only_a = read_robustness(run_dir)
+    only_a = only_a[(only_a["test_set"] != "B") & (only_a["kind"] != "set mean")]
+    assert list(select_generator(only_a, "A/mean")["kind"]) == ["mean", "mean"]  # one set
     assert main(["robustness", "--out", str(out), "--generator", "g2"]) == 2
     assert "no swept run has generator 'g2'" in capsys.readouterr().err
     from bench.plots import run_curves
