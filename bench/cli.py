@@ -75,6 +75,11 @@ def build_parser() -> argparse.ArgumentParser:
 
     sub.add_parser("validate", help="check registry.toml, every plugin and their default options")
 
+    op = sub.add_parser(
+        "options", help="a component's options: default, allowed values, why, presets"
+    )
+    op.add_argument("name", metavar="NAME", help="a detector, addon or transform name")
+
     data = sub.add_parser("data", help="data sets the toolkit builds itself")
     data.add_argument("name", choices=("demo",), help="the embedded demo benchmark")
     data.add_argument("--seed", type=int, default=0)
@@ -214,6 +219,32 @@ def cmd_leaderboard(args: argparse.Namespace) -> int:
     return 0
 
 
+def cmd_options(args: argparse.Namespace) -> int:
+    from bench.plugins import get_registry
+    from bench.registry import unknown_name_message
+
+    registry = get_registry()
+    entries = [
+        registry.get(k, args.name) for k in KIND_WORDS.values() if args.name in registry.names(k)
+    ]
+    if not entries:
+        known = [n for k in KIND_WORDS.values() for n in registry.names(k)]
+        raise BenchError(unknown_name_message("component", args.name, known))
+    for entry in entries:
+        print(f"{entry.kind} {entry.name} [{entry.origin}]: {entry.summary}".rstrip())
+        if not entry.specs:
+            print("  (no options)")
+        width = max((len(k) for k in entry.specs), default=0)
+        for key, spec in entry.specs.items():
+            print(f"  {key:<{width}}  = {spec.default!r}  ({spec.describe()})")
+            if spec.doc:
+                print(f"  {'':<{width}}    {spec.doc}")
+        for preset, values in entry.presets.items():
+            shown = ", ".join(f"{k}={v!r}" for k, v in values.items())
+            print(f"  preset {preset}: {shown}")
+    return 0
+
+
 def cmd_validate(args: argparse.Namespace) -> int:
     from bench.validate import validate
 
@@ -259,6 +290,7 @@ COMMANDS = {
     "list": cmd_list,
     "leaderboard": cmd_leaderboard,
     "validate": cmd_validate,
+    "options": cmd_options,
     "data": cmd_data,
     "predict": cmd_predict,
     "table": cmd_table,

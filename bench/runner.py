@@ -87,7 +87,7 @@ def resolve_components(registry: Registry, spec: RunSpec) -> ResolvedComponents:
             flags.pop(key)
     det_options = merge_options(
         spec.detector,
-        det_entry.defaults,
+        det_entry.specs,
         presets_layer(det_entry, spec.preset),
         spec.options.get(spec.detector, {}),
         flags,
@@ -95,7 +95,7 @@ def resolve_components(registry: Registry, spec: RunSpec) -> ResolvedComponents:
     addon_options = [
         merge_options(
             entry.name,
-            entry.defaults,
+            entry.specs,
             presets_layer(entry, spec.preset),
             spec.options.get(entry.name, {}),
         )
