@@ -42,8 +42,6 @@ class BinaryCNNDetector(Detector):
     def __init__(self, options: dict[str, Any]):
         super().__init__(options)
         self.net: nn.Module | None = None
-        if self.input_size <= 0:
-            raise BenchError(f"{self.name}.input_size must be positive, got {self.input_size}")
 
     @property
     def input_size(self) -> int:
@@ -100,10 +98,9 @@ class BinaryCNNDetector(Detector):
 
 
 def check_resize_crop(options: dict[str, Any], name: str) -> None:
-    """Refuse, before any work, a ``load_size``/``input_size``/``eval_crop`` that cannot run."""
+    """Refuse a combination of ``load_size``, ``input_size`` and ``eval_crop`` that cannot run
+    (each option's own range is checked by its catalogue declaration)."""
     load, size = int(options.get("load_size", 256)), int(options.get("input_size", 224))
-    if load < 0:
-        raise BenchError(f"{name}.load_size must be 0 (no resize) or positive, got {load}")
     if 0 < load < size:
         raise BenchError(f"{name}.load_size {load} is smaller than {name}.input_size {size}")
     if load == 0 and not bool(options.get("eval_crop", False)):

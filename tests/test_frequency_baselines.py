@@ -24,7 +24,7 @@ NAMES = ("dffreq", "npr", "freqnet")
 def build(name: str, preset: str | None = "demo", **overrides):
     entry = REGISTRY.get("detector", name)
     presets = [entry.presets.get(preset, {})] if preset else []
-    return entry.load()(merge_options(name, entry.defaults, *presets, overrides))
+    return entry.load()(merge_options(name, entry.specs, *presets, overrides))
 
 
 def count(module: torch.nn.Module) -> int:
@@ -384,6 +384,9 @@ def test_bad_sizes_are_refused_in_one_line():
         build("freqnet", preset=None, load_size=200)
     with pytest.raises(BenchError, match="multiple of 4"):
         build("dffreq", preset=None, input_size=254)
+    for name, key, value in (("dffreq", "input_size", 0), ("npr", "mask_p", 1.5)):
+        with pytest.raises(BenchError, match=f"{name}.{key}"):  # the declared ranges
+            build(name, preset=None, **{key: value})
 
 
 @pytest.mark.parametrize("name", NAMES)
