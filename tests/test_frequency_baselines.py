@@ -46,6 +46,15 @@ def test_plugin_registers_the_three_detectors_with_their_authors_defaults():
     assert (f["load_size"], f["input_size"], f["lr"], f["epochs"]) == (256, 224, 1e-4, 101)
 
 
+def test_nullspace_is_refused_in_one_line():
+    if "nullspace" not in REGISTRY.names("addon"):
+        pytest.skip("nullspace addon not registered")
+    nullspace = REGISTRY.get("addon", "nullspace").load()
+    for name in NAMES:
+        with pytest.raises(BenchError, match="clip-text"):
+            nullspace.check_compatible("nullspace", name, REGISTRY.get("detector", name).load())
+
+
 # ------------------------------------------------------------------------ NPR
 def test_npr_residual_on_a_hand_example():
     from baselines.npr_net import npr_residual
