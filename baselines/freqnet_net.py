@@ -17,7 +17,8 @@ global pool → Linear(512, 1). Every 1×1 conv outside an FCL has a bias and is
 ReLU; their weights and biases start N(0, 1) (they are raw ``randn`` parameters there), the
 other convolutions Kaiming-normal. The code wraps the FCL's 1×1 convolutions in
 fftshift/ifftshift; a per-pixel operation commutes with the shift, so it is left out here
-(same output). All FFT work runs in float32 with autocast off (no bf16 FFT kernels).
+(same output). Both steps use real FFTs over half the spectrum, exact for real maps (see
+each docstring). All FFT work runs in float32 with autocast off (no bf16 FFT kernels).
 """
 
 from __future__ import annotations
@@ -29,35 +30,49 @@ from torch.nn import functional as F
 from baselines.resnet_trunk import init_resnet_, resnet_stage
 
 
-def _low_band(n: int, scale: int, device: torch.device) -> torch.Tensor:
-    """Boolean mask over the n FFT bins (unshifted order) of signed frequency in [−n//scale, n//scale)."""
-    k = torch.fft.fftfreq(n, d=1.0 / n, device=device).round().long()
+def _low(k: torch.Tensor, n: int, scale: int) -> torch.Tensor:
+    """Whether signed frequency k (of an n-point FFT) is in FreqNet's low band [−n//scale, n//scale)."""
     return (k >= -(n // scale)) & (k < n // scale)
 
 
 def fft_highpass(x: torch.Tensor, dims: tuple[int, ...], scale: int = 4) -> torch.Tensor:
     """Real part of x with its lowest frequencies along ``dims`` removed (FreqNet's filter).
 
-    In the centred (fftshift-ed) spectrum FreqNet zeroes ``[n//2 − n//scale, n//2 + n//scale)``
-    along each axis in ``dims`` together (a block, not a cross); those are the bins of signed
-    frequency −n//scale … n//scale − 1, which is the mask used here without shifting.
+    FreqNet zeroes, in the centred (fftshift-ed) spectrum, ``[n//2 − n//scale, n//2 +
+    n//scale)`` along every axis in ``dims`` together (a block): the bins of signed frequency
+    k with −n//scale ≤ k < n//scale on each axis, a set M that is not symmetric (−n//scale is
+    in it, +n//scale is not). For real x, Re(IFFT(1_keep · FFT(x))) equals the inverse FFT with
+    the symmetrised weight 1 − (1_M(k) + 1_M(−k))/2 (0.5 on the two unpaired edges), which is
+    Hermitian, so a real FFT over half the spectrum computes it exactly at half the cost.
     """
     if scale <= 2:
         raise ValueError(f"FreqNet's high-pass needs scale > 2, got {scale}")
+    dims = tuple(d % x.ndim for d in dims)
+    sizes = [x.shape[d] for d in dims]
     with torch.autocast(device_type=x.device.type, enabled=False):
         x = x.to(torch.promote_types(x.dtype, torch.float32))
-        low = torch.ones((), dtype=torch.bool, device=x.device)
-        for d in dims:
+        inside = torch.ones((), dtype=torch.bool, device=x.device)
+        mirrored = torch.ones((), dtype=torch.bool, device=x.device)
+        for axis, (d, n) in enumerate(zip(dims, sizes, strict=True)):
+            last = axis == len(dims) - 1
+            freqs = torch.fft.rfftfreq(n, 1.0 / n) if last else torch.fft.fftfreq(n, 1.0 / n)
+            k = freqs.round().long().to(x.device)
             shape = [1] * x.ndim
-            shape[d] = x.shape[d]
-            low = low & _low_band(x.shape[d], scale, x.device).reshape(shape)
-        spectrum = torch.fft.fftn(x, dim=dims, norm="ortho")
-        spectrum = spectrum.masked_fill(low, 0)
-        return torch.fft.ifftn(spectrum, dim=dims, norm="ortho").real
+            shape[d] = k.numel()
+            inside = inside & _low(k, n, scale).reshape(shape)
+            mirrored = mirrored & _low(-k, n, scale).reshape(shape)
+        keep = 1.0 - (inside.to(x.dtype) + mirrored.to(x.dtype)) / 2
+        spectrum = torch.fft.rfftn(x, dim=dims, norm="ortho") * keep
+        return torch.fft.irfftn(spectrum, s=sizes, dim=dims, norm="ortho")
 
 
 class FrequencyConvLayer(nn.Module):
-    """FCL: 2-D FFT, 1×1 conv on the real part and another on the imaginary part, inverse FFT, ReLU."""
+    """FCL: 2-D FFT, 1×1 conv on the real part and another on the imaginary part, inverse FFT, ReLU.
+
+    The spectrum of a real map is Hermitian; 1×1 convolutions with real weights mix channels
+    at each frequency and keep it Hermitian, so the inverse FFT is real and the half spectrum
+    of a real FFT gives exactly FreqNet's Re(IFFT(·)) at half the cost.
+    """
 
     def __init__(self, channels: int):
         super().__init__()
@@ -67,9 +82,9 @@ class FrequencyConvLayer(nn.Module):
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         with torch.autocast(device_type=x.device.type, enabled=False):
             x = x.to(self.realconv.weight.dtype)
-            spectrum = torch.fft.fft2(x, norm="ortho")
+            spectrum = torch.fft.rfft2(x, norm="ortho")
             mixed = torch.complex(self.realconv(spectrum.real), self.imagconv(spectrum.imag))
-            return F.relu(torch.fft.ifft2(mixed, norm="ortho").real)
+            return F.relu(torch.fft.irfft2(mixed, s=x.shape[-2:], norm="ortho"))
 
 
 class FreqNet(nn.Module):
