@@ -4,8 +4,8 @@ Every step is deterministic given the seed the chain hands it, so a cached featu
 "view v of image x" is well defined, and has a ``repr`` that names all its parameters,
 because ``TransformChain.describe()`` (a cache key) is built from those reprs.
 Library transforms do the image work wherever one exists: albumentations for blur and
-JPEG, torchvision for rotation and colour jitter. SAFE's RandomMask has no library
-equivalent (torchvision's RandomErasing erases one rectangle, not a set of grid patches),
+JPEG, torchvision for rotation and colour jitter. SAFE's RandomMask (which NPR's AIGIBench
+code uses too) has no library equivalent (torchvision's RandomErasing erases one rectangle, not a set of grid patches),
 so it is written here.
 """
 
@@ -45,6 +45,32 @@ class ResizeShorter(Transform):
 
     def __repr__(self) -> str:
         return f"ResizeShorter(size={self.size}, interpolation={self.interpolation!r})"
+
+
+class ResizeSquare(Transform):
+    """Both sides to ``size``, aspect not kept: torchvision's ``Resize((size, size))`` on PIL.
+
+    NPR's and FreqNet's code resizes every image this way before cropping (and instead of
+    cropping at evaluation). PIL's bilinear filter antialiases when it shrinks, as
+    torchvision's does on PIL images; an image already at the size is left untouched.
+    """
+
+    role = "geometry"
+
+    def __init__(self, size: int, interpolation: str = "bilinear"):
+        self.size = int(size)
+        self.interpolation = interpolation
+
+    def __call__(self, image: Any, *, train: bool, seed: int) -> Any:
+        from PIL import Image
+
+        if image.size == (self.size, self.size):
+            return image
+        resample = Image.Resampling[self.interpolation.upper()]
+        return image.resize((self.size, self.size), resample)
+
+    def __repr__(self) -> str:
+        return f"ResizeSquare(size={self.size}, interpolation={self.interpolation!r})"
 
 
 class BlurJpeg(Transform):
