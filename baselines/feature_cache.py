@@ -144,7 +144,9 @@ class FeatureStore:
     def add(self, digests: Sequence[str], features: torch.Tensor) -> None:
         """Write one new shard (atomically) holding ``features`` for ``digests``."""
         import numpy as np
-        from safetensors.torch import save_file
+        from safetensors.torch import save
+
+        from bench.fileio import atomic_write_bytes
 
         if not digests:
             return
@@ -154,15 +156,15 @@ class FeatureStore:
             "features": features.detach().float().cpu().contiguous(),
         }
         name = f"shard-{time.time_ns()}-{os.getpid()}-{uuid.uuid4().hex[:8]}.safetensors"
-        tmp = self.folder / f".{name}.tmp"
-        save_file(tensors, str(tmp))
-        os.replace(tmp, self.folder / name)
+        # Atomic, with the user's umask (safetensors' save_file makes 0600 files), and no
+        # temporary file left behind by a full disk or an interrupt.
+        atomic_write_bytes(self.folder / name, save(tensors), fsync=False)
 
 
 def _atomic_write_text(path: Path, text: str) -> None:
-    tmp = path.with_name(f".{path.name}.{uuid.uuid4().hex[:8]}.tmp")
-    tmp.write_text(text, encoding="utf-8")
-    os.replace(tmp, path)
+    from bench.fileio import atomic_write_text
+
+    atomic_write_text(path, text, fsync=False)
 
 
 def cached_features(

@@ -37,9 +37,14 @@ def cache_dir(kind: str, *key_parts: Any) -> Path:
 
 
 def file_digest(path: str | os.PathLike[str], chunk: int = 1 << 20) -> str:
-    """sha256 of a file's bytes: the content part of per-image cache keys."""
+    """sha256 of a file's bytes: the content part of per-image cache keys.
+
+    Only regular files are read (NotRegularFileError, an OSError, for a FIFO or device).
+    """
+    from bench.fileio import open_regular
+
     h = hashlib.sha256()
-    with open(path, "rb") as fh:
+    with open_regular(path) as fh:
         while block := fh.read(chunk):
             h.update(block)
     return h.hexdigest()

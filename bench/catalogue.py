@@ -38,7 +38,8 @@ def register_catalogue(register: Any, plugin: str) -> None:
                 kind,
                 name,
                 spec["target"],
-                defaults=spec.get("defaults", {}),
+                options=spec.get("options"),
+                defaults=spec.get("defaults"),
                 presets=spec.get("presets", {}),
                 summary=spec.get("summary", ""),
             )

@@ -7,14 +7,21 @@ import sys
 from pathlib import Path
 from typing import Any
 
-from bench.errors import BenchError
+from bench.errors import BenchError, Terminated
 
 KIND_WORDS = {"detectors": "detector", "addons": "addon", "transforms": "transform"}
 METRIC_CHOICES = ("acc", "r_acc", "f_acc", "ap", "auc")
 
 
+class OneLineParser(argparse.ArgumentParser):
+    """argparse, but a bad flag is one line (``bench: error: ...``) with exit status 2."""
+
+    def error(self, message: str) -> None:  # type: ignore[override]
+        self.exit(2, f"bench: error: {self.prog}: {message} (see `{self.prog} --help`)\n")
+
+
 def build_parser() -> argparse.ArgumentParser:
-    parser = argparse.ArgumentParser(
+    parser = OneLineParser(
         prog="bench",
         description="Train and compare detectors of AI-generated images.",
     )
@@ -75,6 +82,11 @@ def build_parser() -> argparse.ArgumentParser:
 
     sub.add_parser("validate", help="check registry.toml, every plugin and their default options")
 
+    op = sub.add_parser(
+        "options", help="a component's options: default, allowed values, why, presets"
+    )
+    op.add_argument("name", metavar="NAME", help="a detector, addon or transform name")
+
     data = sub.add_parser("data", help="data sets the toolkit builds itself")
     data.add_argument("name", choices=("demo",), help="the embedded demo benchmark")
     data.add_argument("--seed", type=int, default=0)
@@ -95,35 +107,13 @@ def build_parser() -> argparse.ArgumentParser:
     return parser
 
 
-CONFIG_KEYS = {
-    "detector",
-    "addons",
-    "train",
-    "test",
-    "options",
-    "preset",
-    "device",
-    "batch_size",
-    "epochs",
-    "out",
-    "seed",
-    "max_per_class",
-    "workers",
-    "metric",
-}
-
-
 def spec_from_args(args: argparse.Namespace) -> Any:
     from bench.options import parse_opt_flags, read_toml
+    from bench.run_checks import check_config
     from bench.runner import RunSpec
 
     cfg = read_toml(args.config, "config file") if args.config else {}
-    unknown = sorted(set(cfg) - CONFIG_KEYS)
-    if unknown:
-        raise BenchError(
-            f"unknown key(s) in {args.config}: {', '.join(unknown)} "
-            f"(known: {', '.join(sorted(CONFIG_KEYS))})"
-        )
+    check_config(cfg, f"config file {args.config}")
     detector = args.detector or cfg.get("detector")
     if not detector:
         raise BenchError("bench run needs --detector NAME (see `bench list detectors`)")
@@ -133,13 +123,16 @@ def spec_from_args(args: argparse.Namespace) -> Any:
     test = args.test if args.test is not None else cfg.get("test", [])
     if isinstance(test, str):
         test = [test]
+    addons = args.addon if args.addon is not None else cfg.get("addons", [])
+    if isinstance(addons, str):
+        addons = [addons]
 
     def pick(flag: Any, key: str, default: Any = None) -> Any:
         return flag if flag is not None else cfg.get(key, default)
 
     return RunSpec(
         detector=detector,
-        addons=list(args.addon if args.addon is not None else cfg.get("addons", [])),
+        addons=list(addons),
         train=pick(args.train, "train"),
         test=list(test),
         options=options,
@@ -156,7 +149,7 @@ def spec_from_args(args: argparse.Namespace) -> Any:
     )
 
 
-def use_demo(spec: Any) -> None:
+def use_demo(spec: Any, entries: list[Any]) -> None:
     """No data given: the embedded demo benchmark, with each component's demo preset."""
     try:
         from bench.demo import build_demo
@@ -169,19 +162,29 @@ def use_demo(spec: Any) -> None:
     spec.train = str(Path(root) / "train")
     spec.test = [str(Path(root) / "test")]
     spec.train_name = "demo"
-    if spec.preset is None:
+    if spec.preset is None and any("demo" in e.presets for e in entries):
         spec.preset = "demo"
 
 
 def cmd_run(args: argparse.Namespace) -> int:
     from bench.plugins import get_registry
-    from bench.runner import resolve_components, run
+    from bench.run_checks import check_out, check_preset
+    from bench.runner import choose_device, resolve_components, run
 
     spec = spec_from_args(args)
     registry = get_registry()
-    resolve_components(registry, spec)  # names, addon needs and options fail before the demo build
+    # Names, values, options, preset, output folder and device all fail before the demo build.
+    resolve_components(registry, spec)
+    entries = [registry.get("detector", spec.detector)]
+    entries += [registry.get("addon", name) for name in spec.addons]
+    every_preset = {
+        p for kind in ("detector", "addon") for e in registry.entries(kind) for p in e.presets
+    }
+    check_preset(spec, entries, every_preset)
+    check_out(spec.out)
+    choose_device(spec.device)
     if not spec.train and not spec.test:
-        use_demo(spec)
+        use_demo(spec, entries)
     run_dir = run(spec, registry)
     print(run_dir)
     return 0
@@ -214,6 +217,32 @@ def cmd_leaderboard(args: argparse.Namespace) -> int:
     return 0
 
 
+def cmd_options(args: argparse.Namespace) -> int:
+    from bench.plugins import get_registry
+    from bench.registry import unknown_name_message
+
+    registry = get_registry()
+    entries = [
+        registry.get(k, args.name) for k in KIND_WORDS.values() if args.name in registry.names(k)
+    ]
+    if not entries:
+        known = [n for k in KIND_WORDS.values() for n in registry.names(k)]
+        raise BenchError(unknown_name_message("component", args.name, known))
+    for entry in entries:
+        print(f"{entry.kind} {entry.name} [{entry.origin}]: {entry.summary}".rstrip())
+        if not entry.specs:
+            print("  (no options)")
+        width = max((len(k) for k in entry.specs), default=0)
+        for key, spec in entry.specs.items():
+            print(f"  {key:<{width}}  = {spec.default!r}  ({spec.describe()})")
+            if spec.doc:
+                print(f"  {'':<{width}}    {spec.doc}")
+        for preset, values in entry.presets.items():
+            shown = ", ".join(f"{k}={v!r}" for k, v in values.items())
+            print(f"  preset {preset}: {shown}")
+    return 0
+
+
 def cmd_validate(args: argparse.Namespace) -> int:
     from bench.validate import validate
 
@@ -222,6 +251,9 @@ def cmd_validate(args: argparse.Namespace) -> int:
 
 
 def cmd_data(args: argparse.Namespace) -> int:
+    from bench.run_checks import check_int
+
+    check_int("seed", args.seed)
     from bench.demo import build_demo
 
     root = build_demo(seed=args.seed, force=args.force, progress=True)
@@ -232,12 +264,20 @@ def cmd_data(args: argparse.Namespace) -> int:
 def cmd_predict(args: argparse.Namespace) -> int:
     from bench.predict import predict_images
 
+    # Each score is printed as soon as it exists: a later failure loses none of them.
     for path, prob in predict_images(Path(args.run), args.images, device=args.device):
-        print(f"{prob:.4f}\t{path}" if prob is not None else f"skipped\t{path}")
+        print(f"{prob:.4f}\t{path}" if prob is not None else f"skipped\t{path}", flush=True)
     return 0
 
 
 def cmd_table(args: argparse.Namespace) -> int:
+    from bench.run_checks import check_device, check_int, check_out
+
+    check_device(args.device)  # before the demo build and the first row
+    if args.workers is not None:
+        check_int("workers", args.workers)
+    if args.out is not None:
+        check_out(args.out)
     try:
         from bench.tables import run_table
     except ImportError:
@@ -259,26 +299,60 @@ COMMANDS = {
     "list": cmd_list,
     "leaderboard": cmd_leaderboard,
     "validate": cmd_validate,
+    "options": cmd_options,
     "data": cmd_data,
     "predict": cmd_predict,
     "table": cmd_table,
 }
 
 
+def _terminate(signum: int, frame: Any) -> None:
+    raise Terminated("SIGTERM")
+
+
+def _os_error_line(exc: OSError) -> str:
+    from bench.fileio import is_disk_full
+
+    where = f" ({exc.filename})" if exc.filename else ""
+    if is_disk_full(exc):
+        return f"no space left on device{where}"
+    return f"{exc.strerror or exc}{where}"
+
+
 def main(argv: list[str] | None = None) -> int:
+    import signal
+
+    for stream in (sys.stdout, sys.stderr):  # paths that are not UTF-8 print as their bytes
+        if hasattr(stream, "reconfigure"):
+            stream.reconfigure(errors="surrogateescape")
     parser = build_parser()
     args = parser.parse_args(argv)
     if not args.command:
         parser.print_help()
         return 0
+    import threading
+
+    in_main = threading.current_thread() is threading.main_thread()
+    previous = signal.getsignal(signal.SIGTERM) if in_main else None
+    if in_main:  # Slurm and `timeout` stop jobs with SIGTERM
+        signal.signal(signal.SIGTERM, _terminate)
     try:
         return COMMANDS[args.command](args)
     except BenchError as exc:
         print(f"bench: error: {exc}", file=sys.stderr)
         return 2
+    except OSError as exc:  # a full disk, an unwritable folder: the environment, not a bug
+        print(f"bench: error: {_os_error_line(exc)}", file=sys.stderr)
+        return 2
+    except Terminated:
+        print("bench: terminated (SIGTERM)", file=sys.stderr)
+        return 143
     except KeyboardInterrupt:
         print("bench: interrupted", file=sys.stderr)
         return 130
+    finally:
+        if in_main:
+            signal.signal(signal.SIGTERM, previous)
 
 
 if __name__ == "__main__":

@@ -12,6 +12,8 @@ from typing import Any
 
 import pluggy
 
+from bench.errors import BenchError
+from bench.options import merge_options, parse_specs
 from bench.registry import Entry, Registry
 
 ENTRY_POINT_GROUP = "bench.plugins"
@@ -22,7 +24,12 @@ hookimpl = pluggy.HookimplMarker("bench")
 class Hookspecs:
     @hookspec
     def register_components(self, register: Any) -> None:
-        """Call ``register(kind, name, target, defaults=..., presets=..., summary=...)``."""
+        """Call ``register(kind, name, target, options=..., presets=..., summary=...)``.
+
+        ``options`` declares each option once: ``{"lr": {"default": 1e-4, "gt": 0,
+        "doc": "why"}}`` (keys: bench.options.SPEC_KEYS); ``defaults={"lr": 1e-4}`` is the
+        short form that only fixes the type.
+        """
 
 
 def make_manager() -> pluggy.PluginManager:
@@ -74,20 +81,28 @@ def build_registry(manager: pluggy.PluginManager | None = None) -> Registry:
             name: str,
             target: str,
             *,
+            options: dict[str, dict[str, Any]] | None = None,
             defaults: dict[str, Any] | None = None,
             presets: dict[str, dict[str, Any]] | None = None,
             summary: str = "",
             _origin: str = origin,
             _pending: list[Entry] = pending,
         ) -> None:
+            specs = parse_specs(name, options, defaults)
+            presets = {k: dict(v) for k, v in (presets or {}).items()}
+            for preset, values in presets.items():
+                try:
+                    merge_options(name, specs, values)
+                except BenchError as exc:
+                    raise BenchError(f"preset '{preset}' of {kind} '{name}': {exc}") from None
             _pending.append(
                 Entry(
                     kind=kind,
                     name=name,
                     target=target,
                     origin=_origin,
-                    defaults=dict(defaults or {}),
-                    presets={k: dict(v) for k, v in (presets or {}).items()},
+                    specs=specs,
+                    presets=presets,
                     summary=summary,
                 )
             )

@@ -11,6 +11,7 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from bench.errors import BenchError
+from bench.options import OptionSpec
 
 KINDS = ("detector", "addon", "transform")
 
@@ -21,9 +22,14 @@ class Entry:
     name: str
     target: str
     origin: str
-    defaults: dict[str, Any] = field(default_factory=dict)
+    #: Every option, declared once: default, type, range or choices, doc.
+    specs: dict[str, OptionSpec] = field(default_factory=dict)
     presets: dict[str, dict[str, Any]] = field(default_factory=dict)
     summary: str = ""
+
+    @property
+    def defaults(self) -> dict[str, Any]:
+        return {key: spec.default for key, spec in self.specs.items()}
 
     def load(self) -> Any:
         """Import the target; an import failure becomes a one-line BenchError."""

@@ -7,8 +7,8 @@ predictions streamed), so a failure late in a run never loses what came before i
 from __future__ import annotations
 
 import csv
-import json
 import os
+import shutil
 import time
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
@@ -17,6 +17,15 @@ from typing import Any
 from bench.errors import BenchError
 from bench.options import merge_options
 from bench.registry import Registry
+from bench.run_files import (
+    TEXT_ERRORS,
+    RunLog,
+    record_failure,
+    report_skipped,
+    split_of_paths,
+    write_json,
+)
+from bench.run_files import save_state as write_state
 
 DEMO_TRAIN_NAME = "demo"
 
@@ -58,7 +67,10 @@ class ResolvedComponents:
 
 
 def resolve_components(registry: Registry, spec: RunSpec) -> ResolvedComponents:
-    """Look names up, check addon needs and merge options: all before any heavy work."""
+    """Check values, look names up, check addon needs and merge options: before any work."""
+    from bench.run_checks import check_spec
+
+    check_spec(spec)
     det_entry = registry.get("detector", spec.detector)
     addon_entries = [registry.get("addon", name) for name in spec.addons]
     if len(set(spec.addons)) != len(spec.addons):
@@ -87,7 +99,7 @@ def resolve_components(registry: Registry, spec: RunSpec) -> ResolvedComponents:
             flags.pop(key)
     det_options = merge_options(
         spec.detector,
-        det_entry.defaults,
+        det_entry.specs,
         presets_layer(det_entry, spec.preset),
         spec.options.get(spec.detector, {}),
         flags,
@@ -95,12 +107,18 @@ def resolve_components(registry: Registry, spec: RunSpec) -> ResolvedComponents:
     addon_options = [
         merge_options(
             entry.name,
-            entry.defaults,
+            entry.specs,
             presets_layer(entry, spec.preset),
             spec.options.get(entry.name, {}),
         )
         for entry in addon_entries
     ]
+    if det_cls.trainable:
+        from bench.run_checks import check_int
+
+        for key in ("batch_size", "epochs"):
+            if key in det_options:
+                check_int(key, det_options[key])
     return ResolvedComponents(det_cls, det_options, addon_classes, addon_options)
 
 
@@ -116,39 +134,33 @@ def choose_device(requested: str) -> tuple[str, Any]:
         requested = "cuda" if torch.cuda.is_available() else "cpu"
     if requested.startswith("cuda") and not torch.cuda.is_available():
         raise BenchError(f"--device {requested} asked for, but no CUDA device is available")
+    if requested.startswith("cuda:") and int(requested[5:]) >= torch.cuda.device_count():
+        raise BenchError(
+            f"--device {requested}: this machine has {torch.cuda.device_count()} CUDA device(s)"
+        )
+    if requested == "mps" and not torch.backends.mps.is_available():
+        raise BenchError("--device mps asked for, but MPS is not available")
     amp = torch.bfloat16 if requested.startswith("cuda") else None
     return requested, amp
 
 
 def dataset_name(path: str) -> str:
-    """A short name for a train set: its folder, with the parent for generic names."""
+    """A short name for a train set: its folder, with the parent for generic names.
+
+    Undecodable bytes of a folder name show as ``\\xNN``: the name goes into text outputs.
+    """
+    from bench.fileio import readable_name
+
     p = Path(path).resolve()
     if p.name.lower() in {"train", "training", "val", "test"} and p.parent.name:
-        return f"{p.parent.name}/{p.name}"
-    return p.stem if p.is_file() else p.name
+        return readable_name(f"{p.parent.name}/{p.name}")
+    return readable_name(p.stem if p.is_file() else p.name)
 
 
 def new_run_id(label: str, train_name: str) -> str:
     stamp = time.strftime("%Y%m%d-%H%M%S", time.gmtime())
     safe = "".join(c if c.isalnum() or c in "+-_" else "-" for c in f"{label}_{train_name}")
     return f"{stamp}-{safe}-{os.urandom(2).hex()}"
-
-
-class RunLog:
-    """Appends to OUT/runs/<id>/log.txt and echoes to stderr."""
-
-    def __init__(self, path: Path, echo: bool = True):
-        self.path = path
-        self.echo = echo
-
-    def __call__(self, message: str) -> None:
-        import sys
-
-        line = f"[{time.strftime('%H:%M:%S')}] {message}"
-        with open(self.path, "a", encoding="utf-8") as fh:
-            fh.write(line + "\n")
-        if self.echo:
-            print(line, file=sys.stderr)
 
 
 def read_sets(spec: RunSpec) -> tuple[list, list]:
@@ -164,31 +176,29 @@ def read_sets(spec: RunSpec) -> tuple[list, list]:
     return train, test
 
 
-def write_json(path: Path, data: dict[str, Any]) -> None:
-    tmp = path.with_suffix(path.suffix + ".tmp")
-    tmp.write_text(json.dumps(data, indent=2, default=str), encoding="utf-8")
-    os.replace(tmp, path)
-
-
 def run(spec: RunSpec, registry: Registry) -> Path:
     """Run one benchmark and return its run folder; the leaderboard gains or updates a row."""
     from bench import leaderboard
     from bench.cache import cache_root
+    from bench.run_checks import check_out
 
     resolved = resolve_components(registry, spec)
     if not spec.test:
         raise BenchError("nothing to evaluate: give --test PATH (or neither --train nor --test)")
     if resolved.detector_cls.trainable and not spec.train:
         raise BenchError(f"detector '{spec.detector}' must be trained: give --train PATH")
+    check_out(spec.out)
     train_samples, test_samples = read_sets(spec)
     train_name = spec.train_name or (dataset_name(spec.train) if spec.train else "-")
 
     import torch
 
-    from bench.data.pipeline import load_caption_sidecars, make_loader
+    from bench.data.pipeline import ReadLog, load_caption_sidecars, make_loader, recording
     from bench.interfaces import RunContext, TrainData
+    from bench.training import check_losses, no_training_image
 
     device, amp = choose_device(spec.device)
+    captions = load_caption_sidecars([p for p in [spec.train, *spec.test] if p])
     out = Path(spec.out)
     run_dir = out / "runs" / new_run_id(spec.label, train_name)
     run_dir.mkdir(parents=True, exist_ok=False)
@@ -211,12 +221,18 @@ def run(spec: RunSpec, registry: Registry) -> Path:
         "status": "running",
         "started_at": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime()),
     }
-    write_json(run_dir / "config.json", config)
-    log(
-        f"run {run_dir.name}: {spec.label} on {device}; train {train_name} "
-        f"({len(train_samples)} images), test {len(test_samples)} images"
-    )
     try:
+        write_json(run_dir / "config.json", config)
+    except BaseException:  # not even the config fits: leave no empty run folder behind
+        shutil.rmtree(run_dir, ignore_errors=True)
+        raise
+    read_log = ReadLog()
+    splits = split_of_paths(train_samples, test_samples)
+    try:
+        log(
+            f"run {run_dir.name}: {spec.label} on {device}; train {train_name} "
+            f"({len(train_samples)} images), test {len(test_samples)} images"
+        )
         torch.manual_seed(spec.seed)
         ctx = RunContext(
             device=device,
@@ -226,52 +242,58 @@ def run(spec: RunSpec, registry: Registry) -> Path:
             progress=spec.progress,
             run_dir=run_dir,
             cache_dir=cache_root(),
-            captions=load_caption_sidecars([p for p in [spec.train, *spec.test] if p]),
+            captions=captions,
             log=log,
         )
-        detector = resolved.detector_cls(resolved.detector_options)
-        addons = [
-            cls(opts)
-            for cls, opts in zip(resolved.addon_classes, resolved.addon_options, strict=True)
-        ]
-        for addon in addons:
-            addon.attach(detector)
-        detector.setup(ctx)
-        for key, value in detector.describe().items():
-            log(f"{spec.detector}: {key} = {value}")
-            config.setdefault("describe", {})[key] = value
+        with recording(read_log):
+            detector = resolved.detector_cls(resolved.detector_options)
+            addons = [
+                cls(opts)
+                for cls, opts in zip(resolved.addon_classes, resolved.addon_options, strict=True)
+            ]
+            for addon in addons:
+                addon.attach(detector)
+            detector.setup(ctx)
+            for key, value in detector.describe().items():
+                log(f"{spec.detector}: {key} = {value}")
+                config.setdefault("describe", {})[key] = value
 
-        def factory(samples, chain, **kw):
-            return make_loader(samples, chain, workers=workers, seed=spec.seed, **kw)
+            def factory(samples, chain, **kw):
+                return make_loader(samples, chain, workers=workers, seed=spec.seed, **kw)
 
-        train_data = None
-        if train_samples:
-            train_data = TrainData(
-                train_samples,
-                factory,
-                batch_size=int(resolved.detector_options.get("batch_size", 32)),
-                epochs=int(resolved.detector_options.get("epochs", 1)),
-            )
-        for addon in addons:
-            addon.prepare(detector, train_data, ctx)
-        if resolved.detector_cls.trainable and train_data is not None:
+            train_data = None
+            if train_samples:
+                train_data = TrainData(
+                    train_samples,
+                    factory,
+                    batch_size=int(resolved.detector_options.get("batch_size", 32)),
+                    epochs=int(resolved.detector_options.get("epochs", 1)),
+                )
+            for addon in addons:
+                addon.prepare(detector, train_data, ctx)
+            if resolved.detector_cls.trainable and train_data is not None:
+                t0 = time.perf_counter()
+                try:
+                    losses = detector.fit(train_data, ctx)
+                except Exception:
+                    no_training_image(read_log, train_samples)  # the real reason, if it is
+                    raise
+                config["train_seconds"] = round(time.perf_counter() - t0, 2)
+                report_skipped(run_dir, read_log, splits, log, training=True)
+                no_training_image(read_log, train_samples)
+                check_losses(losses)
+                config["loss_first"] = losses[0] if losses else None
+                config["loss_last"] = losses[-1] if losses else None
+            save_state(run_dir / "state.safetensors", detector, addons, config)
             t0 = time.perf_counter()
-            losses = detector.fit(train_data, ctx)
-            config["train_seconds"] = round(time.perf_counter() - t0, 2)
-            config["loss_first"] = losses[0] if losses else None
-            config["loss_last"] = losses[-1] if losses else None
-        save_state(run_dir / "state.safetensors", detector, addons, config)
-        t0 = time.perf_counter()
-        evaluate(detector, test_samples, factory, run_dir, ctx, spec)
+            evaluate(detector, test_samples, factory, run_dir, ctx, spec)
+        report_skipped(run_dir, read_log, splits, log, training=False)
         config["eval_seconds"] = round(time.perf_counter() - t0, 2)
         config["status"] = "finished"
         config["finished_at"] = time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime())
         write_json(run_dir / "config.json", config)
     except BaseException as exc:
-        config["status"] = "failed"
-        config["error"] = f"{type(exc).__name__}: {exc}"
-        write_json(run_dir / "config.json", config)
-        log(f"failed: {config['error']}")
+        record_failure(run_dir, config, exc, log, read_log, splits)
         raise
     leaderboard.record(out, spec.label, train_name, run_dir.name)
     paths = leaderboard.write(out, metric=spec.metric)
@@ -281,25 +303,11 @@ def run(spec: RunSpec, registry: Registry) -> Path:
 
 def save_state(path: Path, detector: Any, addons: list, config: dict[str, Any]) -> None:
     """Only what training changed, as safetensors; the config rebuilds everything else."""
-    from safetensors.torch import save_file
-
     tensors = {f"detector.{k}": v.contiguous() for k, v in detector.trainable_state().items()}
     for i, addon in enumerate(addons):
         for k, v in addon.state().items():
             tensors[f"addon{i}.{k}"] = v.detach().cpu().contiguous()
-    save_file(tensors, str(path), metadata={"label": config["label"]})
-
-
-def load_state(path: Path, detector: Any, addons: list) -> None:
-    from safetensors.torch import load_file
-
-    tensors = load_file(str(path))
-    detector.load_trainable_state(
-        {k[len("detector.") :]: v for k, v in tensors.items() if k.startswith("detector.")}
-    )
-    for i, addon in enumerate(addons):
-        prefix = f"addon{i}."
-        addon.load_state({k[len(prefix) :]: v for k, v in tensors.items() if k.startswith(prefix)})
+    write_state(path, tensors, metadata={"label": config["label"]})
 
 
 def evaluate(detector, samples, factory, run_dir: Path, ctx, spec: RunSpec) -> None:
@@ -317,7 +325,9 @@ def evaluate(detector, samples, factory, run_dir: Path, ctx, spec: RunSpec) -> N
     loader = factory(samples, chain, train=False, shuffle=False, batch_size=batch_size)
     generators, labels, probs, skipped = [], [], [], []
     detector.train_mode(False)
-    with open(run_dir / "predictions.csv", "w", newline="", encoding="utf-8") as fh:
+    with open(
+        run_dir / "predictions.csv", "w", newline="", encoding="utf-8", errors=TEXT_ERRORS
+    ) as fh:
         writer = csv.writer(fh)
         writer.writerow(["path", "generator", "label", "prob"])
         for batch in tqdm(loader, desc="evaluate", disable=not ctx.progress):
@@ -340,12 +350,11 @@ def evaluate(detector, samples, factory, run_dir: Path, ctx, spec: RunSpec) -> N
                 probs.append(prob)
             fh.flush()
     if skipped:
-        (run_dir / "skipped.txt").write_text("\n".join(skipped) + "\n", encoding="utf-8")
-        ctx.log(f"skipped {len(skipped)} unreadable images (listed in skipped.txt)")
+        ctx.log(f"skipped {len(skipped)} unreadable test images (listed in skipped.txt)")
     if not probs:
         raise BenchError("no test image could be read")
     table = per_generator_metrics(generators, labels, probs)
-    table.to_csv(run_dir / "metrics.csv", index=False)
+    table.to_csv(run_dir / "metrics.csv", index=False, errors=TEXT_ERRORS)
     mean = table[table["generator"] == "mean"].iloc[0]
     ctx.log(
         f"mean over generators: acc {mean['acc']:.4f}  ap {mean['ap']:.4f}  auc {mean['auc']:.4f}"

@@ -210,7 +210,7 @@ def check_components(spec: TableSpec, registry: Any) -> list[TableRow]:
                     f"table spec {spec.path.name}, row '{row.label}': options for "
                     f"'{component}', which is not part of the row"
                 )
-            merge_options(component, registry.get(*parts[component]).defaults, values)
+            merge_options(component, registry.get(*parts[component]).specs, values)
         runnable.append(row)
     return runnable
 

@@ -76,3 +76,18 @@ def train_step(
 def mean_tail(values: list[float], n: int) -> float:
     tail = values[-n:] if values else [math.nan]
     return sum(tail) / len(tail)
+
+
+def no_training_image(read_log: Any, train_samples: list) -> None:
+    """A training set none of whose images could be read fails the run (no silent NaN row)."""
+    paths = {s.path for s in train_samples}
+    if paths and len(read_log.among(paths)) == len(paths):
+        raise BenchError(
+            f"no training image could be read (all {len(paths)} are listed in skipped.txt)"
+        )
+
+
+def check_losses(losses: list[float]) -> None:
+    """A first loss that is NaN or infinite means nothing was learned: the run fails."""
+    if losses and not math.isfinite(losses[0]):
+        raise BenchError(f"training diverged at the first step: loss is {losses[0]}")

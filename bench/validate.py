@@ -21,7 +21,7 @@ def check_entry(entry) -> None:  # noqa: ANN001
         return
     for preset in [None, *entry.presets]:
         options = merge_options(
-            entry.name, entry.defaults, entry.presets.get(preset, {}) if preset else {}
+            entry.name, entry.specs, entry.presets.get(preset, {}) if preset else {}
         )
         obj(options)  # construction is cheap by contract: no weights, no data; it checks options
     if entry.kind == "detector" and obj.trainable:

@@ -226,7 +226,8 @@ class BlipCaptions:
 
     def _caption(self, items: list[tuple[str, str]], device: str, file: Path) -> Captions:
         import torch
-        from PIL import Image
+
+        from bench.data.images import UnreadableImage, load_rgb
 
         model, processor = self._load(device)
         done: Captions = {}
@@ -236,10 +237,9 @@ class BlipCaptions:
                 images, digests = [], []
                 for path, digest in chunk:
                     try:
-                        with Image.open(path) as im:
-                            images.append(im.convert("RGB"))
+                        images.append(load_rgb(path))
                         digests.append(digest)
-                    except OSError:
+                    except UnreadableImage:  # listed by the data loader, which skips it too
                         continue
                 if not images:
                     continue

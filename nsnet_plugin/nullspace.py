@@ -16,6 +16,8 @@ from typing import Literal
 
 import torch
 
+from bench.errors import BenchError
+
 #: Above this many rows per feature dimension the right singular vectors come from the
 #: d × d Gram matrix VᵀV, accumulated in chunks: a float64 copy (and SVD) of 144k × 768
 #: training captions would need gigabytes for the same d × d answer.
@@ -311,4 +313,17 @@ class NullSpace:
         return {} if self.fixed is None else {"fixed_projector": self.fixed.detach().cpu()}
 
     def load_state(self, state: dict[str, torch.Tensor]) -> None:
-        self._set_fixed(state.get("fixed_projector"))
+        P = state.get("fixed_projector")
+        if P is not None and not is_projector(P):
+            raise BenchError("the saved fixed_projector is not a projector (P = Pᵀ = P²)")
+        self._set_fixed(P)
+
+
+def is_projector(P: torch.Tensor, atol: float = 1e-4) -> bool:
+    """A finite, square, symmetric and idempotent float matrix (checked in float64)."""
+    if P.ndim != 2 or P.shape[0] != P.shape[1] or not P.is_floating_point():
+        return False
+    Q = P.detach().double().cpu()
+    if not bool(torch.isfinite(Q).all()):
+        return False
+    return bool(torch.allclose(Q, Q.T, atol=atol) and torch.allclose(Q @ Q, Q, atol=atol))

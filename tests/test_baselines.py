@@ -20,7 +20,7 @@ REGISTRY = get_registry(refresh=True)
 def build(name: str, preset: str | None = "demo", **overrides):
     entry = REGISTRY.get("detector", name)
     presets = [entry.presets.get(preset, {})] if preset else []
-    return entry.load()(merge_options(name, entry.defaults, *presets, overrides))
+    return entry.load()(merge_options(name, entry.specs, *presets, overrides))
 
 
 def quiet_ctx(**kw) -> RunContext:

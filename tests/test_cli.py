@@ -62,6 +62,23 @@ def test_unknown_option_and_bad_config_exit_2(tmp_path):
     assert result.returncode == 2 and "unknown key(s)" in result.stderr
 
 
+def test_options_shows_declarations_and_bad_values_exit_2_before_any_run(tmp_path):
+    result = bench("options", "spectral_logreg")
+    assert result.returncode == 0, result.stderr
+    assert "lr          = 0.05  (float, > 0, ≤ 10)" in result.stdout
+    assert "preset demo: epochs=30" in result.stdout
+    out = tmp_path / "out"
+    for opt, message in [
+        ("spectral_logreg.bins=-4", "option spectral_logreg.bins must be ≥ 2, got -4"),
+        ("spectral_logreg.lr=nan", "option spectral_logreg.lr must be a finite number, got nan"),
+        ("spectral_logreg.input_size=0", "option spectral_logreg.input_size must be ≥ 16, got 0"),
+    ]:
+        result = bench("run", "--detector", "spectral_logreg", "--opt", opt, "--out", str(out))
+        assert result.returncode == 2
+        assert result.stderr.strip().splitlines() == [f"bench: error: {message}"]
+        assert not out.exists()  # refused before any work: no run folder
+
+
 def test_validate_passes():
     result = bench("validate")
     assert result.returncode == 0, result.stdout + result.stderr

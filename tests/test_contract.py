@@ -30,7 +30,7 @@ def contract_tree(tmp_path_factory):
 def build(name: str, **overrides):
     entry = REGISTRY.get("detector", name)
     cls = entry.load()
-    options = merge_options(name, entry.defaults, entry.presets.get("demo", {}), overrides)
+    options = merge_options(name, entry.specs, entry.presets.get("demo", {}), overrides)
     return cls, options
 
 
@@ -99,4 +99,4 @@ def test_addon_contract(name):
     assert issubclass(cls, Addon)
     assert cls.hook in ("transform", "features")
     entry = REGISTRY.get("addon", name)
-    cls(merge_options(name, entry.defaults))  # cheap construction with the defaults
+    cls(merge_options(name, entry.specs))  # cheap construction with the defaults

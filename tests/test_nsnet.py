@@ -11,12 +11,12 @@ os.environ.setdefault("HF_HUB_OFFLINE", "1")
 import pytest
 import torch
 
-from bench.catalogue import load_catalogue
 from bench.data.layouts import read_dataset
 from bench.data.pipeline import make_loader
 from bench.errors import BenchError
 from bench.interfaces import RunContext, TrainData
 from bench.options import merge_options
+from bench.plugins import get_registry
 from nsnet_plugin.detector import NSNet
 from nsnet_plugin.nullspace_addon import NullSpaceAddon
 
@@ -26,13 +26,13 @@ def quiet_ctx(**kw) -> RunContext:
 
 
 def nsnet_options(**overrides):
-    entry = load_catalogue()["detectors"]["nsnet"]
-    return merge_options("nsnet", entry["defaults"], entry["presets"]["demo"], overrides)
+    entry = get_registry().get("detector", "nsnet")
+    return merge_options("nsnet", entry.specs, entry.presets["demo"], overrides)
 
 
 def addon_options(**overrides):
-    entry = load_catalogue()["addons"]["nullspace"]
-    return merge_options("nullspace", entry["defaults"], entry["presets"]["demo"], overrides)
+    entry = get_registry().get("addon", "nullspace")
+    return merge_options("nullspace", entry.specs, entry.presets["demo"], overrides)
 
 
 def built(seed: int = 0, **overrides) -> NSNet:
@@ -65,7 +65,7 @@ def samples(tiny_tree):
 
 
 def test_registry_defaults_build_cheaply_and_follow_the_paper():
-    options = load_catalogue()["detectors"]["nsnet"]["defaults"]
+    options = get_registry().get("detector", "nsnet").defaults
     detector = NSNet(options)
     assert detector.backbone is None  # construction loads no weights
     assert detector.input_size == 224

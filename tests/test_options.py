@@ -51,3 +51,91 @@ def test_opt_flags_parse_per_component():
     }
     with pytest.raises(BenchError, match="component.key=value"):
         parse_opt_flags(["lr=3"])
+
+
+# --- declarations: type, range, choices, pattern, length, doc -----------------------------
+
+from bench.options import OptionSpec, parse_spec, parse_specs  # noqa: E402
+
+SPECS = parse_specs(
+    "det",
+    {
+        "lr": {"default": 1e-4, "gt": 0, "max": 10, "doc": "paper"},
+        "lam": {"default": 0.2, "min": 0, "max": 1},
+        "mode": {"default": "batch", "choices": ["batch", "fixed", "none"]},
+        "cache": {"default": "views", "pattern": "off|views(:[1-9][0-9]*)?"},
+        "sigma": {"default": [0.0, 3.0], "length": 2, "min": 0},
+        "drops": {"default": [], "type": "list[int]", "min": 1},
+        "alpha": {"default": 6, "type": "float"},
+    },
+)
+
+
+def test_declared_types_and_inferred_types():
+    assert isinstance(SPECS["lr"], OptionSpec) and SPECS["lr"].type == "float"
+    assert SPECS["sigma"].type == "list[float]" and SPECS["drops"].type == "list[int]"
+    # an int default declared float is stored as a float
+    assert SPECS["alpha"].default == 6.0 and isinstance(SPECS["alpha"].default, float)
+    assert merge_options("det", SPECS, {"alpha": 2})["alpha"] == 2.0
+
+
+@pytest.mark.parametrize(
+    "layer, message",
+    [
+        ({"lr": 0}, r"option det.lr must be > 0, got 0"),
+        ({"lr": -1}, r"must be > 0"),
+        ({"lr": float("nan")}, r"must be a finite number"),
+        ({"lr": float("inf")}, r"must be a finite number"),
+        ({"lr": 11}, r"must be ≤ 10"),
+        ({"lam": 1.5}, r"must be ≤ 1"),
+        (
+            {"mode": "fixd"},
+            r"must be one of batch, fixed, none, got 'fixd'; did you mean 'fixed'\?",
+        ),
+        ({"cache": "views:0"}, r"must match"),
+        ({"sigma": [1.0]}, r"must have 2 element\(s\)"),
+        ({"sigma": [1.0, -2.0]}, r"must be ≥ 0, got -2"),
+        ({"drops": [0]}, r"must be ≥ 1, got 0"),
+        ({"drops": "x"}, r"must be an integer, got 'x'"),
+        ({"mode": [1]}, r"must be text"),
+        ({"lr": "fast"}, r"must be a number"),
+    ],
+)
+def test_values_outside_their_declaration_are_refused_in_one_line(layer, message):
+    with pytest.raises(BenchError, match=message) as info:
+        merge_options("det", SPECS, layer)
+    assert "\n" not in str(info.value)
+
+
+def test_values_inside_their_declaration_pass_converted():
+    merged = merge_options(
+        "det", SPECS, {"lr": 10, "mode": "none", "cache": "views:3", "drops": "2, 4"}
+    )
+    assert merged["lr"] == 10.0 and merged["cache"] == "views:3" and merged["drops"] == [2, 4]
+
+
+def test_bad_declarations_are_refused():
+    with pytest.raises(BenchError, match="its default does not satisfy"):
+        parse_spec("det", "lr", {"default": -1.0, "gt": 0})
+    with pytest.raises(BenchError, match="declare type"):
+        parse_spec("det", "xs", {"default": []})
+    with pytest.raises(BenchError, match="unknown declaration key"):
+        parse_spec("det", "lr", {"default": 1.0, "minimum": 0})
+    with pytest.raises(BenchError, match="both declared and given a bare default"):
+        parse_specs("det", {"lr": {"default": 1.0}}, {"lr": 2.0})
+
+
+def test_every_catalogue_option_is_declared_with_a_doc():
+    """The catalogue declares each option once, with the reason for its default."""
+    from bench.plugins import get_registry
+
+    registry = get_registry()
+    undocumented = [
+        f"{entry.kind} {entry.name}.{key}"
+        for kind in ("detector", "addon", "transform")
+        for entry in registry.entries(kind)
+        if entry.origin in {"builtin", "nsnet", "baselines"}
+        for key, spec in entry.specs.items()
+        if not spec.doc
+    ]
+    assert undocumented == []

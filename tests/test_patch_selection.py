@@ -12,6 +12,7 @@ from PIL import Image
 from bench.catalogue import load_catalogue, register_catalogue
 from bench.errors import BenchError
 from bench.interfaces import Detector, Transform, TransformChain
+from bench.options import parse_specs
 from bench.registry import Entry
 from nsnet_plugin.patch_selection import (
     PatchSelect,
@@ -328,8 +329,9 @@ def test_addon_refuses_an_input_size_not_a_multiple() -> None:
 def test_registry_entries_load_with_their_defaults() -> None:
     entries: dict[tuple[str, str], Entry] = {}
 
-    def register(kind, name, target, *, defaults, presets, summary):
-        entries[kind, name] = Entry(kind, name, target, "nsnet", defaults, presets, summary)
+    def register(kind, name, target, *, options, defaults, presets, summary):
+        specs = parse_specs(name, options, defaults)
+        entries[kind, name] = Entry(kind, name, target, "nsnet", specs, presets, summary)
 
     register_catalogue(register, "nsnet")
     addon_entry = entries["addon", "patchselect"]
@@ -338,4 +340,6 @@ def test_registry_entries_load_with_their_defaults() -> None:
     transform_entry = entries["transform", "patch_select"]
     transform = transform_entry.load()(**transform_entry.options())
     assert repr(transform) == repr(PatchSelect())
-    assert load_catalogue()["addons"]["patchselect"]["defaults"]["small_image"] == "reflect"
+    assert (
+        load_catalogue()["addons"]["patchselect"]["options"]["small_image"]["default"] == "reflect"
+    )

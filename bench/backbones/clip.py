@@ -9,7 +9,9 @@ the weights are random, so run logs and caches can say so.
 ``pretrained`` accepts:
   - an open_clip tag ("openai", "laion2b_s32b_b82k", ...): taken from the Hugging Face or
     open_clip download cache; downloaded only when the machine is online;
-  - a checkpoint file (.bin, .pt, .pth, .safetensors; OpenAI's TorchScript .pt too);
+  - a checkpoint file (.safetensors, or a .bin/.pt/.pth state dict, read with
+    ``torch.load(weights_only=True)``, which cannot run code); OpenAI's TorchScript .pt
+    only with BENCH_TRUST_TORCHSCRIPT=1, since loading TorchScript runs code from the file;
   - "local-dir:/folder": a folder holding a checkpoint, with or without open_clip's
     ``open_clip_config.json`` (a snapshot of a hub repository has one);
   - "" / "none" / "random": random weights (``random_weights`` is then True).
@@ -21,7 +23,6 @@ import contextlib
 import json
 import logging
 import os
-import zipfile
 from collections.abc import Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -31,6 +32,12 @@ import torch
 from torch import nn
 
 from bench.backbones.hub import cached_hub_file, hf_cache_dir, host_reachable, hub_offline
+from bench.backbones.torchscript import (
+    is_torchscript,
+    load_torchscript_weights,
+    torchscript_allowed,
+    torchscript_refused,
+)
 from bench.errors import BenchError
 
 #: A tiny random-weight CLIP for tests and the CPU demo (config shipped beside this file).
@@ -162,14 +169,6 @@ def _url_host(url: str) -> str:
     return urlparse(url).hostname or ""
 
 
-def is_torchscript(path: str) -> bool:
-    """OpenAI's original .pt files are TorchScript archives (they need weights_only=False)."""
-    if not zipfile.is_zipfile(path):
-        return False
-    with zipfile.ZipFile(path) as zf:
-        return any(name.endswith("constants.pkl") or "/code/" in name for name in zf.namelist())
-
-
 def find_checkpoint(folder: Path) -> str | None:
     """The checkpoint in a folder: a preferred name, else the only/first by suffix order."""
     for name in CHECKPOINT_NAMES:
@@ -269,18 +268,42 @@ def _build(model: str, weights: Weights, device: str, random_seed: int) -> nn.Mo
                 )
             return net.to(device)
         if weights.kind == "local-dir":
-            return open_clip.create_model(f"local-dir:{weights.path}", device=device)
+            return open_clip.create_model(
+                f"local-dir:{weights.path}", device=device, weights_only=True
+            )
+        if weights.path and is_torchscript(weights.path):
+            if not torchscript_allowed():
+                raise torchscript_refused(weights.path)
+            with torch.random.fork_rng(devices=[]), _quiet_root_warnings():
+                net = open_clip.create_model(
+                    model,
+                    pretrained=None,
+                    force_quick_gelu=weights.quick_gelu,
+                    force_preprocess_cfg=weights.preprocess or None,
+                )
+            load_torchscript_weights(net, weights.path)
+            return net.to(device)
+        # Never weights_only=False: a pickle can run any code; torch.load refuses TorchScript
+        # here, and .safetensors files are read by safetensors.
         return open_clip.create_model(
             model,
             pretrained=weights.path,
             device=device,
             force_quick_gelu=weights.quick_gelu,
             force_preprocess_cfg=weights.preprocess or None,
-            weights_only=not (weights.path and is_torchscript(weights.path)),
+            weights_only=True,
         )
     except BenchError:
         raise
     except Exception as exc:  # mismatched checkpoints, unreadable files, bad configs
+        import pickle
+
+        if isinstance(exc, pickle.UnpicklingError):
+            raise BenchError(
+                f"refusing to load {weights.label}: it is not a plain weights file (its pickle "
+                "names objects other than tensors, which could run code); give a .safetensors "
+                "file or a plain state dict"
+            ) from None
         first = str(exc).strip().splitlines()[0] if str(exc).strip() else ""
         raise BenchError(
             f"could not build CLIP {model} from {weights.label}: {type(exc).__name__}: {first[:300]}"

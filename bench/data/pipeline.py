@@ -1,12 +1,22 @@
 """From samples to batches: image loading, the transform chain, seeds and the DataLoader.
 
 Each sample's seed is derived from (run seed, epoch, index), so a transform chain gives
-the same image in any worker, in any order, on any rerun.
+the same image in any worker, in any order, on any rerun. Transforms draw from generators
+seeded with it (``random.Random(seed)``, albumentations' seed); one that draws from a global
+generator (torch, numpy, ``random``) gets it seeded with the sample's seed for the length
+of the call and restored after, so the main process's generators, which dropout and
+sampling use, are the same whatever the number of workers.
+
+Files that cannot be read are listed, never dropped silently: each batch carries them, and
+the loaders made while a ``ReadLog`` is active (the runner keeps one per run) record them.
 """
 
 from __future__ import annotations
 
+import contextlib
 import json
+import random
+from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
@@ -39,17 +49,16 @@ class ImageDataset(Dataset):
         return len(self.samples)
 
     def __getitem__(self, index: int) -> dict[str, Any] | None:
-        from PIL import Image, UnidentifiedImageError
+        from bench.data.images import UnreadableImage, load_rgb
 
         sample = self.samples[index]
         try:
-            with Image.open(sample.path) as im:
-                image = im.convert("RGB")
-        except (OSError, UnidentifiedImageError, ValueError) as exc:
-            return {"skip": sample.path, "reason": f"{type(exc).__name__}: {exc}"}
+            image = load_rgb(sample.path)
+        except UnreadableImage as exc:
+            return {"skip": sample.path, "reason": exc.reason}
         s = sample_seed(self.seed, self.epoch, index)
-        torch.manual_seed(s)  # for transforms that draw from torch's global generator
-        tensor = self.chain(image, train=self.train, seed=s)
+        with seeded_global_rngs(s):
+            tensor = self.chain(image, train=self.train, seed=s)
         return {
             "image": tensor,
             "label": float(sample.label),
@@ -59,12 +68,38 @@ class ImageDataset(Dataset):
         }
 
 
+@contextlib.contextmanager
+def seeded_global_rngs(seed: int) -> Iterator[None]:
+    """torch's CPU, numpy's and Python's global generators seeded with ``seed``, then restored."""
+    import numpy as np
+
+    py_state, np_state = random.getstate(), np.random.get_state()
+    with torch.random.fork_rng(devices=[]):
+        torch.manual_seed(seed)
+        random.seed(seed)
+        np.random.seed(seed % 2**32)
+        try:
+            yield
+        finally:
+            random.setstate(py_state)
+            np.random.set_state(np_state)
+
+
 def collate(items: list[dict[str, Any]]) -> dict[str, Any]:
-    """Stack images; the paths of unreadable files travel in ``batch["skipped"]``."""
+    """Stack images; unreadable files travel in ``batch["skipped"]`` ("path (reason)") and
+    ``batch["unreadable"]`` ((path, reason) pairs)."""
     good = [it for it in items if "skip" not in it]
-    skipped = [f"{it['skip']} ({it['reason']})" for it in items if "skip" in it]
+    unreadable = [(it["skip"], it["reason"]) for it in items if "skip" in it]
+    skipped = [f"{path} ({reason})" for path, reason in unreadable]
     if not good:
-        return {"image": None, "label": None, "path": [], "generator": [], "skipped": skipped}
+        return {
+            "image": None,
+            "label": None,
+            "path": [],
+            "generator": [],
+            "skipped": skipped,
+            "unreadable": unreadable,
+        }
     return {
         "image": torch.stack([it["image"] for it in good]),
         "label": torch.tensor([it["label"] for it in good], dtype=torch.float32),
@@ -72,7 +107,47 @@ def collate(items: list[dict[str, Any]]) -> dict[str, Any]:
         "generator": [it["generator"] for it in good],
         "index": torch.tensor([it["index"] for it in good]),
         "skipped": skipped,
+        "unreadable": unreadable,
     }
+
+
+class ReadLog:
+    """The files one run's loaders could not read: path -> first reason, in order met."""
+
+    def __init__(self) -> None:
+        self.unreadable: dict[str, str] = {}
+
+    def add(self, pairs: list[tuple[str, str]]) -> None:
+        for path, reason in pairs:
+            self.unreadable.setdefault(path, reason)
+
+    def among(self, paths: set[str]) -> dict[str, str]:
+        return {p: r for p, r in self.unreadable.items() if p in paths}
+
+
+_active_logs: list[ReadLog] = []
+
+
+@contextlib.contextmanager
+def recording(log: ReadLog) -> Iterator[ReadLog]:
+    """Loaders made inside this block report their unreadable files to ``log``."""
+    _active_logs.append(log)
+    try:
+        yield log
+    finally:
+        _active_logs.remove(log)
+
+
+class RecordingLoader(DataLoader):
+    """A DataLoader that hands each batch's unreadable files to the run's ReadLog."""
+
+    read_log: ReadLog | None = None
+
+    def __iter__(self) -> Iterator[Any]:
+        for batch in super().__iter__():
+            if self.read_log is not None and batch.get("unreadable"):
+                self.read_log.add(batch["unreadable"])
+            yield batch
 
 
 def make_loader(
@@ -89,7 +164,7 @@ def make_loader(
 ) -> DataLoader:
     """A DataLoader over ``samples`` whose order and augmentations depend only on the seeds."""
     generator = torch.Generator().manual_seed(sample_seed(seed, epoch, 0))
-    return DataLoader(
+    loader = RecordingLoader(
         ImageDataset(samples, chain, train=train, seed=seed, epoch=epoch),
         batch_size=batch_size,
         shuffle=shuffle,
@@ -99,6 +174,8 @@ def make_loader(
         generator=generator,
         persistent_workers=False,
     )
+    loader.read_log = _active_logs[-1] if _active_logs else None
+    return loader
 
 
 def load_caption_sidecars(roots: list[str | Path]) -> dict[str, str]:
@@ -116,8 +193,21 @@ def load_caption_sidecars(roots: list[str | Path]) -> dict[str, str]:
             if file in seen or not file.is_file():
                 continue
             seen.add(file)
-            with open(file, encoding="utf-8") as fh:
-                data = json.load(fh)
-            for rel, text in data.items():
+            for rel, text in read_sidecar(file).items():
                 captions[str((folder / rel).resolve())] = str(text)
     return captions
+
+
+def read_sidecar(file: Path) -> dict[str, Any]:
+    """A captions.json as a dict; a damaged one is a one-line error naming it."""
+    from bench.errors import BenchError
+    from bench.fileio import open_regular
+
+    try:
+        with open_regular(file) as fh:
+            data = json.loads(fh.read().decode("utf-8"))
+    except (OSError, ValueError) as exc:  # ValueError: bad UTF-8 or bad JSON
+        raise BenchError(f"caption sidecar {file} cannot be read: {exc}") from None
+    if not isinstance(data, dict):
+        raise BenchError(f"caption sidecar {file} must map image paths to captions")
+    return data
