@@ -36,7 +36,6 @@ from baselines.aide_net import AideNet
 from baselines.aide_patches import AideViews
 from baselines.augment import BlurJpeg
 from baselines.safe import warmup_cosine
-from bench.errors import BenchError
 from bench.interfaces import (
     CLIP_MEAN,
     CLIP_STD,
@@ -66,9 +65,6 @@ class AIDE(Detector):
         self.device = "cpu"
         self._batch_size: int | None = None
         self.init_facts: dict[str, Any] = {}
-        view, window = self.input_size, int(self.options.get("window", 32))
-        if window <= 0 or int(self.options.get("stride", 16)) <= 0 or view <= 0:
-            raise BenchError("options aide.view_size, aide.window and aide.stride must be positive")
 
     # --- input -------------------------------------------------------------------------
     @property

@@ -16,15 +16,12 @@ original early-stops on a validation split and multiplies the lr by 0.9 on each 
 
 from __future__ import annotations
 
-from typing import Any
-
 from torch import nn
 
 from baselines.augment import ResizeExact
 from baselines.finetune import BinaryNetDetector
-from baselines.ladeda_net import KERNEL3, PREPROCESS, LaDeDaNet
+from baselines.ladeda_net import LaDeDaNet
 from bench.builtin.transforms import CenterCrop, HorizontalFlip, RandomCrop, ToTensor
-from bench.errors import BenchError
 from bench.interfaces import IMAGENET_MEAN, IMAGENET_STD, RunContext, TransformChain
 
 
@@ -32,19 +29,6 @@ class LaDeDa(BinaryNetDetector):
     """Patch features of a 9 × 9-receptive-field ResNet -> mean -> Linear(2048, 1)."""
 
     name = "ladeda"
-
-    def __init__(self, options: dict[str, Any]):
-        super().__init__(options)
-        receptive = int(self.options.get("receptive_field", 9))
-        preprocess = str(self.options.get("preprocess", "NPR"))
-        if receptive not in KERNEL3:
-            raise BenchError(
-                f"option ladeda.receptive_field must be one of {sorted(KERNEL3)}, got {receptive}"
-            )
-        if preprocess not in PREPROCESS:
-            raise BenchError(
-                f"option ladeda.preprocess must be one of {', '.join(PREPROCESS)}, got {preprocess!r}"
-            )
 
     @property
     def input_size(self) -> int:

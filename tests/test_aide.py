@@ -31,7 +31,7 @@ REGISTRY = get_registry(refresh=True)
 def build(preset: str | None = "demo", **overrides):
     entry = REGISTRY.get("detector", "aide")
     presets = [entry.presets[preset]] if preset else []
-    return entry.load()(merge_options("aide", entry.defaults, *presets, overrides))
+    return entry.load()(merge_options("aide", entry.specs, *presets, overrides))
 
 
 def reference_score(patch: np.ndarray, bands: int = 6) -> float:

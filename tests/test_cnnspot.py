@@ -18,7 +18,7 @@ REGISTRY = get_registry(refresh=True)
 def build(preset: str | None = None, **overrides):
     entry = REGISTRY.get("detector", "cnnspot")
     presets = [entry.presets[preset]] if preset else []
-    return entry.load()(merge_options("cnnspot", entry.defaults, *presets, overrides))
+    return entry.load()(merge_options("cnnspot", entry.specs, *presets, overrides))
 
 
 @pytest.fixture(scope="module")

@@ -18,7 +18,7 @@ REGISTRY = get_registry(refresh=True)
 def build(preset: str | None = None, **overrides):
     entry = REGISTRY.get("detector", "ladeda")
     presets = [entry.presets[preset]] if preset else []
-    return entry.load()(merge_options("ladeda", entry.defaults, *presets, overrides))
+    return entry.load()(merge_options("ladeda", entry.specs, *presets, overrides))
 
 
 def test_npr_residual_is_each_pixel_minus_its_2x2_cells_top_left():
@@ -99,10 +99,10 @@ def test_pipeline_squashes_to_256_crops_224_and_tests_uncropped():
     assert cropped.transforms(False)(image, train=False, seed=0).shape == (3, 200, 200)
 
 
-def test_bad_options_are_refused_at_construction():
-    with pytest.raises(BenchError, match="ladeda.receptive_field"):
+def test_bad_options_are_refused_before_any_work():
+    with pytest.raises(BenchError, match="ladeda.receptive_field must be one of 5, 9, 17, 33"):
         build(receptive_field=7)
-    with pytest.raises(BenchError, match="ladeda.preprocess"):
+    with pytest.raises(BenchError, match="ladeda.preprocess must be one of"):
         build(preprocess="dct")
 
 
