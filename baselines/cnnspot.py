@@ -5,7 +5,7 @@ JPEG augmentation, generalises to other CNN generators, because they share low-l
 upsampling traces.
 
 Recipe (CNNDetection's code, the copy the AIGIBench authors ran): torchvision's ResNet-50
-with ImageNet weights (``resnet50-19c8e357.pth``, torchvision's IMAGENET1K_V1 release),
+with ImageNet weights (it downloads ``resnet50-19c8e357.pth``, torchvision's V1 file),
 its classifier replaced by ``Linear(2048, 1)`` with weights ~ N(0, 0.02); BCE-with-logits;
 Adam lr 1e-4, β1 0.9, batch 128; train input: shorter side to 256 (bilinear), Gaussian
 blur (p, σ ~ U[0, 3]) then JPEG (p, quality 30-100), random 224 crop, flip, ImageNet
