@@ -55,7 +55,8 @@ class LaDeDa(BinaryNetDetector):
     def build_net(self, ctx: RunContext) -> nn.Module:
         receptive = int(self.options.get("receptive_field", 9))
         preprocess = str(self.options.get("preprocess", "NPR"))
-        net = LaDeDaNet(receptive, preprocess)
+        momentum = float(self.options.get("stem_bn_momentum", 0.001))
+        net = LaDeDaNet(receptive, preprocess, stem_bn_momentum=momentum)
         net.fc = nn.Linear(net.fc.in_features, 1)
         nn.init.normal_(net.fc.weight, 0.0, float(self.options.get("init_std", 0.02)))
         self.init_facts = {

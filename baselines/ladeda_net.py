@@ -95,7 +95,13 @@ class PatchBottleneck(nn.Module):
 class LaDeDaNet(nn.Module):
     """Image (N, 3, H, W), ImageNet-normalised -> (N, 1) logit = mean of the patch logits."""
 
-    def __init__(self, receptive: int = 9, preprocess: str = "NPR", num_classes: int = 1):
+    def __init__(
+        self,
+        receptive: int = 9,
+        preprocess: str = "NPR",
+        num_classes: int = 1,
+        stem_bn_momentum: float = 0.001,
+    ):
         super().__init__()
         if receptive not in KERNEL3:
             raise ValueError(f"receptive field must be one of {sorted(KERNEL3)}, got {receptive}")
@@ -105,7 +111,7 @@ class LaDeDaNet(nn.Module):
         self.kernel3 = KERNEL3[receptive]
         self.conv1 = nn.Conv2d(3, 64, 1, bias=False)
         self.conv2 = nn.Conv2d(64, 64, 3, bias=False)
-        self.bn1 = nn.BatchNorm2d(64, momentum=0.001)
+        self.bn1 = nn.BatchNorm2d(64, momentum=stem_bn_momentum)
         self.relu = nn.ReLU(inplace=True)
         inplanes = 64
         for i, (planes, blocks) in enumerate(zip((64, 128, 256, 512), DEPTHS, strict=True)):

@@ -9,6 +9,7 @@ from torch.nn import functional as F
 
 from baselines.ladeda_net import LaDeDaNet, npr_residual, receptive_field
 from bench.errors import BenchError
+from bench.interfaces import RunContext
 from bench.options import merge_options
 from bench.plugins import get_registry
 
@@ -97,6 +98,17 @@ def test_pipeline_squashes_to_256_crops_224_and_tests_uncropped():
     assert det.transforms(False)(image, train=False, seed=0).shape == (3, 256, 256)
     cropped = build(eval_crop=200)
     assert cropped.transforms(False)(image, train=False, seed=0).shape == (3, 200, 200)
+
+
+def test_only_the_stem_batchnorm_is_slow_and_the_demo_speeds_it_up():
+    """LaDeDa's stem BatchNorm keeps running statistics with momentum 0.001 (the others 0.1);
+    the demo's 50 steps would leave them at 5 % of the data's, so its preset uses 0.1."""
+    net = LaDeDaNet()
+    slow = [m for m in net.modules() if isinstance(m, torch.nn.BatchNorm2d) and m.momentum != 0.1]
+    assert slow == [net.bn1] and net.bn1.momentum == 0.001
+    det = build("demo")
+    det.setup(RunContext(log=lambda m: None))
+    assert det.net.bn1.momentum == 0.1
 
 
 def test_bad_options_are_refused_before_any_work():
