@@ -216,7 +216,14 @@ def cached_features(
     pending_digests: list[str] = []
     pending: list[torch.Tensor] = []
     computed = 0
-    for batch in loader:
+    from tqdm import tqdm
+
+    bar = tqdm(
+        loader,
+        desc=f"features ({'train' if train else 'eval'} view {view})",
+        disable=not ctx.progress,
+    )
+    for batch in bar:
         if batch["image"] is None:
             continue
         rows = [missing[int(j)] for j in batch["index"]]

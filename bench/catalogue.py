@@ -13,13 +13,26 @@ from typing import Any
 
 from bench.options import read_toml
 
-KIND_TABLES = {"detector": "detectors", "addon": "addons", "transform": "transforms"}
+KIND_TABLES = {
+    "detector": "detectors",
+    "addon": "addons",
+    "transform": "transforms",
+    "perturbation": "perturbations",
+}
 
 
 def catalogue_path() -> Path:
-    """``$BENCH_REGISTRY``, else registry.toml at the project root (beside ``bench/``)."""
+    """``$BENCH_REGISTRY``, else the checkout's registry.toml, else the wheel's copy.
+
+    A checkout (or editable install) has registry.toml beside ``bench/``; a wheel carries
+    a copy in ``bench/_data/`` (see setup.py).
+    """
     env = os.environ.get("BENCH_REGISTRY")
-    return Path(env) if env else Path(__file__).resolve().parent.parent / "registry.toml"
+    if env:
+        return Path(env)
+    here = Path(__file__).resolve().parent
+    checkout = here.parent / "registry.toml"
+    return checkout if checkout.is_file() else here / "_data" / "registry.toml"
 
 
 @cache

@@ -3,13 +3,24 @@
 from __future__ import annotations
 
 import argparse
+import dataclasses
+import os
 import sys
 from pathlib import Path
 from typing import Any
 
+from bench.cli_pictures import COMMANDS as PICTURE_COMMANDS
+from bench.cli_pictures import add_commands as add_picture_commands
+from bench.cli_pictures import add_run_flags, run_fields
 from bench.errors import BenchError, Terminated
+from bench.text import printable
 
-KIND_WORDS = {"detectors": "detector", "addons": "addon", "transforms": "transform"}
+KIND_WORDS = {
+    "detectors": "detector",
+    "addons": "addon",
+    "transforms": "transform",
+    "perturbations": "perturbation",
+}
 METRIC_CHOICES = ("acc", "r_acc", "f_acc", "ap", "auc")
 
 
@@ -25,6 +36,7 @@ def build_parser() -> argparse.ArgumentParser:
         prog="bench",
         description="Train and compare detectors of AI-generated images.",
     )
+    parser.add_argument("--version", action="version", version=f"%(prog)s {version()}")
     sub = parser.add_subparsers(dest="command", metavar="COMMAND")
 
     run = sub.add_parser("run", help="train (when the detector trains) and evaluate one detector")
@@ -43,8 +55,9 @@ def build_parser() -> argparse.ArgumentParser:
         "--test",
         action="append",
         default=None,
-        metavar="PATH",
-        help="test set (repeatable); generators are evaluated separately",
+        metavar="[NAME=]PATH",
+        help="test set (repeatable), named by its folder or NAME; each (set, generator) "
+        "is evaluated separately",
     )
     run.add_argument("--device", default=None, help="auto (default), cpu, cuda, cuda:N")
     run.add_argument("--batch-size", type=int, default=None)
@@ -59,7 +72,22 @@ def build_parser() -> argparse.ArgumentParser:
     run.add_argument("--config", metavar="FILE.toml", help="run settings as TOML (flags win)")
     run.add_argument("--preset", default=None, help="option preset (the demo uses 'demo')")
     run.add_argument("--out", default=None, help="results folder (default: results/)")
-    run.add_argument("--seed", type=int, default=None)
+    run.add_argument(
+        "--seed",
+        type=int,
+        nargs="+",
+        default=None,
+        metavar="N",
+        help="seed, or several (one run each; the leaderboard shows mean ± std)",
+    )
+    run.add_argument("--name", default=None, help="leaderboard label for this configuration")
+    run.add_argument(
+        "--seen",
+        action="append",
+        default=None,
+        metavar="[SET/]GENERATOR",
+        help="mark a test generator as seen in training (repeatable; same-named ones are found)",
+    )
     run.add_argument(
         "--max-per-class",
         type=int,
@@ -71,6 +99,7 @@ def build_parser() -> argparse.ArgumentParser:
         "--metric", choices=METRIC_CHOICES, default=None, help="leaderboard cell (default acc)"
     )
     run.add_argument("--quiet", action="store_true", help="no progress bars or log echo")
+    add_run_flags(run)
 
     ls = sub.add_parser("list", help="list registered components")
     ls.add_argument("kind", nargs="?", choices=sorted(KIND_WORDS), help="only this kind")
@@ -79,6 +108,9 @@ def build_parser() -> argparse.ArgumentParser:
     lb.add_argument("--out", default="results")
     lb.add_argument("--metric", choices=METRIC_CHOICES, default="acc")
     lb.add_argument("--format", choices=("csv", "md"), default="md")
+    lb.add_argument("--by-seed", action="store_true", help="one row per seed instead of mean ± std")
+    lb.add_argument("--label", default=None, metavar="TEXT", help="only rows whose label has TEXT")
+    lb.add_argument("--config", default=None, metavar="HASH", help="only this configuration")
 
     sub.add_parser("validate", help="check registry.toml, every plugin and their default options")
 
@@ -96,6 +128,12 @@ def build_parser() -> argparse.ArgumentParser:
     pr.add_argument("--run", required=True, metavar="RUN_DIR")
     pr.add_argument("images", nargs="+", metavar="IMAGE")
     pr.add_argument("--device", default="auto")
+    pr.add_argument(
+        "--format",
+        choices=("tsv", "csv", "json"),
+        default="tsv",
+        help="tsv (default) and csv have a header line; json is one object per line",
+    )
 
     tb = sub.add_parser("table", help="regenerate a paper table from a spec (benchmarks/tables)")
     tb.add_argument("spec", metavar="SPEC")
@@ -104,7 +142,53 @@ def build_parser() -> argparse.ArgumentParser:
     tb.add_argument("--out", default=None)
     tb.add_argument("--device", default="auto")
     tb.add_argument("--workers", type=int, default=None)
+    tb.add_argument(
+        "--set",
+        action="append",
+        default=[],
+        metavar="NAME=PATH",
+        help="read the preset's data set NAME (or 'train') from PATH (repeatable)",
+    )
+    tb.add_argument(
+        "--allow-missing",
+        action="store_true",
+        help="draw spec columns that match no generator as missing instead of stopping",
+    )
+    tb.add_argument("--quiet", action="store_true", help="no progress bars or log echo")
+    add_picture_commands(sub)
     return parser
+
+
+def version() -> str:
+    """The installed distribution's version, else the package's own."""
+    from importlib import metadata
+
+    try:
+        return metadata.version("nsnet-bench")
+    except metadata.PackageNotFoundError:
+        from bench import __version__
+
+        return __version__
+
+
+#: Config keys holding paths: resolved against the config file's folder, as CSV paths are.
+PATH_KEYS = ("train", "test", "out")
+
+
+def _config_path(value: Any, base: Path, key: str, where: str) -> Any:
+    """A path from a config file, relative to the file; ``NAME=PATH`` and tables kept."""
+    from bench.run_data import parse_test_entry
+
+    if isinstance(value, dict) and key == "test":
+        if set(value) != {"name", "path"}:
+            raise BenchError(f"{where}: a test entry table needs exactly name and path")
+        return f"{value['name']}={_config_path(value['path'], base, key, where)}"
+    if not isinstance(value, str):
+        raise BenchError(f"{where}: '{key}' must be a path (a string), got {value!r}")
+    name, path = parse_test_entry(value) if key == "test" else (None, value)
+    full = Path(os.path.expanduser(path))
+    full = full if full.is_absolute() else base / full
+    return f"{name}={full}" if name else str(full)
 
 
 def spec_from_args(args: argparse.Namespace) -> Any:
@@ -114,6 +198,17 @@ def spec_from_args(args: argparse.Namespace) -> Any:
 
     cfg = read_toml(args.config, "config file") if args.config else {}
     check_config(cfg, f"config file {args.config}")
+    if args.config:
+        base = Path(args.config).resolve().parent
+        where = f"config file {args.config}"
+        for key in PATH_KEYS:
+            if key not in cfg:
+                continue
+            value = cfg[key]
+            if key == "test" and isinstance(value, list):
+                cfg[key] = [_config_path(v, base, key, where) for v in value]
+            else:
+                cfg[key] = _config_path(value, base, key, where)
     detector = args.detector or cfg.get("detector")
     if not detector:
         raise BenchError("bench run needs --detector NAME (see `bench list detectors`)")
@@ -141,12 +236,36 @@ def spec_from_args(args: argparse.Namespace) -> Any:
         batch_size=pick(args.batch_size, "batch_size"),
         epochs=pick(args.epochs, "epochs"),
         out=pick(args.out, "out", "results"),
-        seed=pick(args.seed, "seed", 0),
+        seed=seeds_of(args, cfg)[0],
         max_per_class=pick(args.max_per_class, "max_per_class"),
         workers=pick(args.workers, "workers"),
         progress=not args.quiet,
         metric=pick(args.metric, "metric", "acc"),
+        name=pick(args.name, "name"),
+        seen=list(args.seen if args.seen is not None else cfg.get("seen", [])),
+        **run_fields(args, cfg, f"config file {args.config}"),
     )
+
+
+def seeds_of(args: argparse.Namespace, cfg: dict[str, Any]) -> list[int]:
+    """--seed N [N ...], else the config's ``seeds = [...]`` or ``seed = N``, else [0]."""
+    if args.seed is not None:
+        seeds = list(args.seed)
+    elif "seeds" in cfg and "seed" in cfg:
+        raise BenchError(f"{args.config} sets both seed and seeds; keep one")
+    elif "seeds" in cfg:
+        seeds = cfg["seeds"] if isinstance(cfg["seeds"], list) else [cfg["seeds"]]
+    else:
+        seeds = [cfg.get("seed", 0)]
+    from bench.run_checks import check_int
+
+    if not seeds:
+        raise BenchError("seeds = [] names no seed")
+    for seed in seeds:
+        check_int("seed", seed)
+    if len(set(seeds)) != len(seeds):
+        raise BenchError(f"a seed is given twice: {' '.join(str(s) for s in seeds)}")
+    return seeds
 
 
 def use_demo(spec: Any, entries: list[Any]) -> None:
@@ -160,7 +279,7 @@ def use_demo(spec: Any, entries: list[Any]) -> None:
         ) from None
     root = build_demo(progress=spec.progress)
     spec.train = str(Path(root) / "train")
-    spec.test = [str(Path(root) / "test")]
+    spec.test = [f"demo={Path(root) / 'test'}"]
     spec.train_name = "demo"
     if spec.preset is None and any("demo" in e.presets for e in entries):
         spec.preset = "demo"
@@ -172,6 +291,7 @@ def cmd_run(args: argparse.Namespace) -> int:
     from bench.runner import choose_device, resolve_components, run
 
     spec = spec_from_args(args)
+    seeds = seeds_of(args, read_toml_quiet(args.config))
     registry = get_registry()
     # Names, values, options, preset, output folder and device all fail before the demo build.
     resolve_components(registry, spec)
@@ -185,9 +305,18 @@ def cmd_run(args: argparse.Namespace) -> int:
     choose_device(spec.device)
     if not spec.train and not spec.test:
         use_demo(spec, entries)
-    run_dir = run(spec, registry)
-    print(run_dir)
+    for i, seed in enumerate(seeds):
+        if len(seeds) > 1 and spec.progress:
+            print(f"bench: seed {seed} ({i + 1} of {len(seeds)})", file=sys.stderr)
+        run_dir = run(dataclasses.replace(spec, seed=seed), registry)
+        print(printable(str(run_dir)), flush=True)
     return 0
+
+
+def read_toml_quiet(path: str | None) -> dict[str, Any]:
+    from bench.options import read_toml
+
+    return read_toml(path, "config file") if path else {}
 
 
 def cmd_list(args: argparse.Namespace) -> int:
@@ -211,6 +340,16 @@ def cmd_leaderboard(args: argparse.Namespace) -> int:
 
     if not (Path(args.out) / "leaderboard_index.csv").is_file():
         raise BenchError(f"no runs recorded in {args.out} (run `bench run` first)")
+    filters = {"by_seed": args.by_seed, "label": args.label, "config": args.config}
+    if any(filters.values()):  # a filtered view is printed, never written over the files
+        table = leaderboard.build_table(Path(args.out), args.metric, **filters)
+        text = (
+            leaderboard.to_markdown(table, args.metric)
+            if args.format == "md"
+            else leaderboard.to_csv(table)
+        )
+        print(text, end="")
+        return 0
     csv_path, md_path = leaderboard.write(Path(args.out), metric=args.metric)
     path = md_path if args.format == "md" else csv_path
     print(path.read_text(encoding="utf-8"), end="")
@@ -262,11 +401,36 @@ def cmd_data(args: argparse.Namespace) -> int:
 
 
 def cmd_predict(args: argparse.Namespace) -> int:
+    import csv
+    import json
+
     from bench.predict import predict_images
 
-    # Each score is printed as soon as it exists: a later failure loses none of them.
-    for path, prob in predict_images(Path(args.run), args.images, device=args.device):
-        print(f"{prob:.4f}\t{path}" if prob is not None else f"skipped\t{path}", flush=True)
+    # Each score is printed as soon as it exists: a later failure loses none of them. The
+    # header comes with the first result, so a run folder that cannot be used prints nothing.
+    # Paths print as given (their own bytes, see main()), so a script can use them again.
+    writer = csv.writer(
+        sys.stdout, delimiter="\t" if args.format == "tsv" else ",", lineterminator="\n"
+    )
+    unreadable = 0
+    for i, (path, prob) in enumerate(
+        predict_images(Path(args.run), args.images, device=args.device)
+    ):
+        if i == 0 and args.format != "json":
+            writer.writerow(["p_fake", "path"])
+        unreadable += prob is None
+        if args.format == "json":
+            print(json.dumps({"path": str(path), "p_fake": prob}))
+        else:
+            writer.writerow(["" if prob is None else f"{prob:.4f}", str(path)])
+        sys.stdout.flush()
+    if unreadable:
+        print(
+            f"bench: {unreadable} of {len(args.images)} image(s) could not be read "
+            "(empty p_fake above)",
+            file=sys.stderr,
+        )
+        return 1
     return 0
 
 
@@ -289,6 +453,9 @@ def cmd_table(args: argparse.Namespace) -> int:
         out=args.out,
         device=args.device,
         workers=args.workers,
+        progress=not args.quiet,
+        overrides=args.set,
+        allow_missing=args.allow_missing,
     ):
         print(path)
     return 0
@@ -303,6 +470,7 @@ COMMANDS = {
     "data": cmd_data,
     "predict": cmd_predict,
     "table": cmd_table,
+    **PICTURE_COMMANDS,
 }
 
 

@@ -1,4 +1,4 @@
-"""Detector, Transform and Addon: the three kinds of component a plugin contributes.
+"""Detector, Transform, Addon and Perturbation: the kinds of component a plugin contributes.
 
 The contracts live here and nowhere else, so an outside detector and a built-in one are
 written the same way. This module imports no torch at run time: the registry and the CLI
@@ -113,6 +113,9 @@ class Detector(ABC):
     provides: ClassVar[frozenset[str]] = frozenset()
     #: Why an input addon cannot replace this detector's crop/resize ("" = it can).
     geometry_fixed: ClassVar[str] = ""
+    #: Addons this detector already contains, each with the option to use instead; the
+    #: runner refuses ``--addon NAME`` for them in one line (it would do nothing, or twice).
+    includes: ClassVar[dict[str, str]] = {}
 
     def __init__(self, options: dict[str, Any]):
         self.options = dict(options)
@@ -262,6 +265,36 @@ class Addon(ABC):
 
     def load_state(self, state: dict[str, torch.Tensor]) -> None:
         """Inverse of ``state``."""
+
+
+class Perturbation(ABC):
+    """A test-time degradation at a level (JPEG quality, scale, blur σ) for robustness sweeps.
+
+    A sweep evaluates a trained detector once per level; each test image is perturbed once,
+    on its decoded pixels, before the detector's own chain. ``apply`` must be a function of
+    (image, level, options, rng) only: ``rng`` is seeded from the image's own pixels and
+    the perturbation's name and level, so the same image gets the same degradation in any
+    run, detector, worker or order. Options are declared in the catalogue like any
+    component's; ``levels`` (the default levels) is one of them.
+    """
+
+    #: What a level is, for tables and plots ("JPEG quality").
+    level_name: ClassVar[str] = "level"
+    #: "higher" when a larger level degrades more (blur σ), "lower" when a smaller one does
+    #: (JPEG quality, scale factor); plots order levels from mild to strong by it.
+    stronger: ClassVar[Literal["higher", "lower"]] = "higher"
+
+    def __init__(self, options: dict[str, Any]):
+        self.options = dict(options)
+
+    @abstractmethod
+    def apply(self, image: Any, level: float, rng: Any) -> Any:
+        """The perturbed copy of a PIL RGB image (``rng``: a numpy Generator)."""
+
+    def __repr__(self) -> str:
+        """Every option but the levels: part of the cache key of anything computed after it."""
+        shown = ", ".join(f"{k}={v!r}" for k, v in sorted(self.options.items()) if k != "levels")
+        return f"{type(self).__name__}({shown})"
 
 
 class TrainData:

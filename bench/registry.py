@@ -13,7 +13,7 @@ from typing import Any
 from bench.errors import BenchError
 from bench.options import OptionSpec
 
-KINDS = ("detector", "addon", "transform")
+KINDS = ("detector", "addon", "transform", "perturbation")
 
 
 @dataclass

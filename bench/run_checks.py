@@ -41,6 +41,11 @@ CONFIG_TYPES: dict[str, str] = {
     "max_per_class": "int",
     "workers": "int",
     "metric": "str",
+    "name": "str",
+    "seeds": "ints",
+    "seen": "names",
+    "perturb": "any",  # checked by bench.perturb.perturb_from_config
+    "plots": "bool",
 }
 
 
@@ -51,6 +56,13 @@ def _is_int(value: Any) -> bool:
 def _shown(value: Any) -> str:
     text = repr(value)
     return text if len(text) <= 60 else text[:57] + "..."
+
+
+def _is_path_entry(value: Any) -> bool:
+    """A test entry: a path, or a table naming the set ({ name = ..., path = ... })."""
+    if isinstance(value, dict):
+        return set(value) == {"name", "path"} and all(isinstance(v, str) for v in value.values())
+    return isinstance(value, str)
 
 
 def check_int(key: str, value: Any) -> None:
@@ -81,12 +93,15 @@ def check_config(cfg: dict[str, Any], source: str) -> None:
         ok = {
             "str": lambda v: isinstance(v, str),
             "int": _is_int,
+            "bool": lambda v: isinstance(v, bool),
+            "any": lambda v: True,
             "names": lambda v: (
                 isinstance(v, str) or (isinstance(v, list) and all(isinstance(x, str) for x in v))
             ),
             "paths": lambda v: (
-                isinstance(v, str) or (isinstance(v, list) and all(isinstance(x, str) for x in v))
+                isinstance(v, str) or (isinstance(v, list) and all(_is_path_entry(x) for x in v))
             ),
+            "ints": lambda v: isinstance(v, list) and all(_is_int(x) for x in v),
             "options": lambda v: (
                 isinstance(v, dict) and all(isinstance(t, dict) for t in v.values())
             ),
@@ -95,8 +110,11 @@ def check_config(cfg: dict[str, Any], source: str) -> None:
             wanted = {
                 "str": "a string",
                 "int": "a whole number",
+                "bool": "true or false",
+                "any": "anything",
                 "names": "a name or a list of names",
-                "paths": "a path or a list of paths",
+                "paths": "a path or a list of paths (or of { name = ..., path = ... })",
+                "ints": "a list of whole numbers",
                 "options": "tables [options.COMPONENT] of key = value",
             }[kind]
             raise BenchError(f"{source}: '{key}' must be {wanted}, got {_shown(value)}")

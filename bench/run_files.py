@@ -70,13 +70,23 @@ def echo_failure(exc: BaseException) -> bool:
     return not isinstance(exc, BenchError | OSError | KeyboardInterrupt)
 
 
-def write_skipped(run_dir: Path, unreadable: dict[str, str], splits: dict[str, str]) -> None:
-    """skipped.txt: tab-separated split, path, reason of every file that could not be read."""
-    if not unreadable:
+def write_skipped(
+    run_dir: Path,
+    unreadable: dict[str, str],
+    splits: dict[str, str],
+    listed: list[tuple[str, str, str]] | tuple = (),
+) -> None:
+    """skipped.txt: tab-separated split, path, reason of every file that was not used.
+
+    ``listed`` are (split, path, reason) of the entries the data listing did not read (other
+    splits, not images, cycles, ...); ``unreadable`` the files that could not be decoded.
+    """
+    if not unreadable and not listed:
         return
     buf = io.StringIO()
     writer = csv.writer(buf, delimiter="\t", lineterminator="\n")
     writer.writerow(SKIPPED_COLUMNS)
+    writer.writerows(listed)
     for path, reason in unreadable.items():
         writer.writerow([splits.get(path, "-"), path, reason])
     atomic_write_text(run_dir / SKIPPED_FILE, buf.getvalue(), errors=TEXT_ERRORS, fsync=False)
@@ -112,24 +122,32 @@ def split_of_paths(train_samples: list, test_samples: list) -> dict[str, str]:
     return splits
 
 
-def report_skipped(run_dir: Path, read_log: Any, splits: dict, log: Any, training: bool) -> None:
+def report_skipped(
+    run_dir: Path, read_log: Any, splits: dict, log: Any, training: bool, listed: Any = ()
+) -> None:
     """(Re)write skipped.txt with every unreadable file so far, and say so in the log."""
     if not read_log.unreadable:
         return
-    write_skipped(run_dir, read_log.unreadable, splits)
+    write_skipped(run_dir, read_log.unreadable, splits, listed)
     if training:
         count = sum(1 for p in read_log.unreadable if "train" in splits.get(p, ""))
         log(f"skipped {count} unreadable training images (listed in skipped.txt)")
 
 
 def record_failure(
-    run_dir: Path, config: dict, exc: BaseException, log: Any, read_log: Any, splits: dict
+    run_dir: Path,
+    config: dict,
+    exc: BaseException,
+    log: Any,
+    read_log: Any,
+    splits: dict,
+    listed: Any = (),
 ) -> None:
     """Status and reason into config.json, as far as the disk allows; the CLI prints the error."""
     config["status"], config["error"] = failure_status(exc)
     config["failed_at"] = time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime())
     with contextlib.suppress(OSError):
-        write_skipped(run_dir, read_log.unreadable, splits)
+        write_skipped(run_dir, read_log.unreadable, splits, listed)
     if not record_status(run_dir / "config.json", config):
         print(f"bench: could not record the failure in {run_dir / 'config.json'}", file=sys.stderr)
     with contextlib.suppress(OSError):

@@ -6,7 +6,6 @@ predictions streamed), so a failure late in a run never loses what came before i
 
 from __future__ import annotations
 
-import csv
 import os
 import shutil
 import time
@@ -15,15 +14,16 @@ from pathlib import Path
 from typing import Any
 
 from bench.errors import BenchError
+from bench.evaluation import evaluate
 from bench.options import merge_options
 from bench.registry import Registry
 from bench.run_files import (
-    TEXT_ERRORS,
     RunLog,
     record_failure,
     report_skipped,
     split_of_paths,
     write_json,
+    write_skipped,
 )
 from bench.run_files import save_state as write_state
 
@@ -52,6 +52,13 @@ class RunSpec:
     train_name: str | None = None
     #: Leaderboard row label; default ``detector+addon1+addon2`` in the order given.
     name: str | None = None
+    #: Test generators to mark as seen in training, besides those named like a training
+    #: generator: ``NAME`` (any test set) or ``SET/NAME``.
+    seen: list[str] = field(default_factory=list)
+    #: Robustness sweep: perturbation name -> option overrides ("levels" among them).
+    perturb: dict[str, dict[str, Any]] = field(default_factory=dict)
+    #: Draw runs/<id>/plots/ at the end (the CLI turns it on; library calls stay fast).
+    plots: bool = False
 
     @property
     def label(self) -> str:
@@ -64,6 +71,7 @@ class ResolvedComponents:
     detector_options: dict[str, Any]
     addon_classes: list[type]
     addon_options: list[dict[str, Any]]
+    sweep: Any = None  # bench.perturb.Sweep: the perturbations of a robustness sweep
 
 
 def resolve_components(registry: Registry, spec: RunSpec) -> ResolvedComponents:
@@ -75,7 +83,7 @@ def resolve_components(registry: Registry, spec: RunSpec) -> ResolvedComponents:
     addon_entries = [registry.get("addon", name) for name in spec.addons]
     if len(set(spec.addons)) != len(spec.addons):
         raise BenchError(f"addon listed twice: {' '.join(spec.addons)}")
-    known = {spec.detector, *spec.addons}
+    known = {spec.detector, *spec.addons, *spec.perturb}
     for component in spec.options:
         if component not in known:
             raise BenchError(
@@ -85,6 +93,12 @@ def resolve_components(registry: Registry, spec: RunSpec) -> ResolvedComponents:
     det_cls = det_entry.load()
     addon_classes = [entry.load() for entry in addon_entries]
     for name, cls in zip(spec.addons, addon_classes, strict=True):
+        built_in = getattr(det_cls, "includes", {}).get(name)
+        if built_in:
+            raise BenchError(
+                f"detector '{spec.detector}' already has {name} built in, so --addon {name} "
+                f"would do nothing or do it twice: {built_in}"
+            )
         cls.check_compatible(name, spec.detector, det_cls)
     flags: dict[str, Any] = {}
     if spec.epochs is not None:
@@ -119,7 +133,10 @@ def resolve_components(registry: Registry, spec: RunSpec) -> ResolvedComponents:
         for key in ("batch_size", "epochs"):
             if key in det_options:
                 check_int(key, det_options[key])
-    return ResolvedComponents(det_cls, det_options, addon_classes, addon_options)
+    from bench.perturb import resolve_sweep
+
+    sweep = resolve_sweep(registry, spec.perturb, spec.options, spec.preset)
+    return ResolvedComponents(det_cls, det_options, addon_classes, addon_options, sweep)
 
 
 def presets_layer(entry: Any, preset: str | None) -> dict[str, Any]:
@@ -163,17 +180,15 @@ def new_run_id(label: str, train_name: str) -> str:
     return f"{stamp}-{safe}-{os.urandom(2).hex()}"
 
 
-def read_sets(spec: RunSpec) -> tuple[list, list]:
-    from bench.data.layouts import read_dataset, sample_per_class
+def identity_of(spec: RunSpec, resolved: ResolvedComponents, test_sets: list) -> dict:
+    """What decides this run's result (bench.run_identity); keys its leaderboard row."""
+    from bench.run_identity import make_identity
 
-    train = read_dataset(spec.train, split="train") if spec.train else []
-    test: list = []
-    for path in spec.test:
-        test.extend(read_dataset(path, split="val"))
-    if spec.max_per_class:
-        train = sample_per_class(train, spec.max_per_class, seed=spec.seed)
-        test = sample_per_class(test, spec.max_per_class, seed=spec.seed)
-    return train, test
+    options = {spec.detector: resolved.detector_options}
+    options.update(zip(spec.addons, resolved.addon_options, strict=True))
+    return make_identity(
+        spec.detector, spec.addons, options, spec.train, test_sets, spec.max_per_class
+    )
 
 
 def run(spec: RunSpec, registry: Registry) -> Path:
@@ -181,6 +196,8 @@ def run(spec: RunSpec, registry: Registry) -> Path:
     from bench import leaderboard
     from bench.cache import cache_root
     from bench.run_checks import check_out
+    from bench.run_data import listed_entries, log_listings, read_data, seen_columns
+    from bench.run_identity import config_key
 
     resolved = resolve_components(registry, spec)
     if not spec.test:
@@ -188,8 +205,12 @@ def run(spec: RunSpec, registry: Registry) -> Path:
     if resolved.detector_cls.trainable and not spec.train:
         raise BenchError(f"detector '{spec.detector}' must be trained: give --train PATH")
     check_out(spec.out)
-    train_samples, test_samples = read_sets(spec)
+    data = read_data(spec.train, spec.test, spec.max_per_class, spec.seed)
+    train_samples, test_samples = data.train_samples, data.test_samples
     train_name = spec.train_name or (dataset_name(spec.train) if spec.train else "-")
+    identity = identity_of(spec, resolved, data.test_sets)
+    key = config_key(identity)
+    seen = seen_columns(data, spec.seen)
 
     import torch
 
@@ -198,7 +219,7 @@ def run(spec: RunSpec, registry: Registry) -> Path:
     from bench.training import check_losses, no_training_image
 
     device, amp = choose_device(spec.device)
-    captions = load_caption_sidecars([p for p in [spec.train, *spec.test] if p])
+    captions = load_caption_sidecars([p for p in [spec.train, *data_roots(data)] if p])
     out = Path(spec.out)
     run_dir = out / "runs" / new_run_id(spec.label, train_name)
     run_dir.mkdir(parents=True, exist_ok=False)
@@ -207,17 +228,26 @@ def run(spec: RunSpec, registry: Registry) -> Path:
     config = {
         "label": spec.label,
         "train_name": train_name,
+        "config": key,
+        "seed": spec.seed,
+        "identity": identity,
         "spec": asdict(spec),
         "detector": {"name": spec.detector, "options": resolved.detector_options},
         "addons": [
             {"name": n, "options": o}
             for n, o in zip(spec.addons, resolved.addon_options, strict=True)
         ],
+        "test_sets": [
+            {"name": t.name, "path": t.root, "layout": t.layout, "n": len(t.samples)}
+            for t in data.tests
+        ],
+        "seen": [[t, g] for t, g in seen],
         "device": device,
         "autocast": str(amp) if amp else None,
         "torch": torch.__version__,
         "n_train": len(train_samples),
         "n_test": len(test_samples),
+        "perturbations": [item.record() for item in resolved.sweep.items],
         "status": "running",
         "started_at": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime()),
     }
@@ -228,11 +258,17 @@ def run(spec: RunSpec, registry: Registry) -> Path:
         raise
     read_log = ReadLog()
     splits = split_of_paths(train_samples, test_samples)
+    listed = listed_entries(data)
     try:
         log(
-            f"run {run_dir.name}: {spec.label} on {device}; train {train_name} "
-            f"({len(train_samples)} images), test {len(test_samples)} images"
+            f"run {run_dir.name}: {spec.label} (config {key}, seed {spec.seed}) on {device}; "
+            f"train {train_name} ({len(train_samples)} images), test {len(test_samples)} "
+            f"images in {len(data.tests)} set(s)"
         )
+        log_listings(data, log)
+        write_skipped(run_dir, {}, splits, listed)
+        if seen:
+            log(f"test generators seen in training: {', '.join(f'{t}/{g}' for t, g in seen)}")
         torch.manual_seed(spec.seed)
         ctx = RunContext(
             device=device,
@@ -279,26 +315,43 @@ def run(spec: RunSpec, registry: Registry) -> Path:
                     no_training_image(read_log, train_samples)  # the real reason, if it is
                     raise
                 config["train_seconds"] = round(time.perf_counter() - t0, 2)
-                report_skipped(run_dir, read_log, splits, log, training=True)
+                report_skipped(run_dir, read_log, splits, log, training=True, listed=listed)
                 no_training_image(read_log, train_samples)
                 check_losses(losses)
                 config["loss_first"] = losses[0] if losses else None
                 config["loss_last"] = losses[-1] if losses else None
             save_state(run_dir / "state.safetensors", detector, addons, config)
             t0 = time.perf_counter()
-            evaluate(detector, test_samples, factory, run_dir, ctx, spec)
-        report_skipped(run_dir, read_log, splits, log, training=False)
+            evaluate(detector, test_samples, factory, run_dir, ctx)
+        report_skipped(run_dir, read_log, splits, log, training=False, listed=listed)
         config["eval_seconds"] = round(time.perf_counter() - t0, 2)
+        if resolved.sweep.items:
+            from bench.robustness import run_sweep
+
+            t0 = time.perf_counter()
+            run_sweep(detector, test_samples, factory, run_dir, ctx, resolved.sweep)
+            config["robustness_seconds"] = round(time.perf_counter() - t0, 2)
         config["status"] = "finished"
         config["finished_at"] = time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime())
         write_json(run_dir / "config.json", config)
     except BaseException as exc:
-        record_failure(run_dir, config, exc, log, read_log, splits)
+        record_failure(run_dir, config, exc, log, read_log, splits, listed=listed)
         raise
-    leaderboard.record(out, spec.label, train_name, run_dir.name)
-    paths = leaderboard.write(out, metric=spec.metric)
-    log(f"leaderboard: {paths[0]} and {paths[1]}")
+    leaderboard.record(
+        out, config=key, seed=spec.seed, label=spec.label, train=train_name, run_id=run_dir.name
+    )
+    paths = leaderboard.write_all(out, metric=spec.metric)
+    log(f"leaderboard: {', '.join(str(p) for p in paths)}")
+    if spec.plots:
+        from bench.plots import plot_run_logged
+
+        plot_run_logged(run_dir, spec.metric, log)
     return run_dir
+
+
+def data_roots(data: Any) -> list[str]:
+    """The test sets' folders (caption sidecars are looked for there)."""
+    return [t.root for t in data.tests]
 
 
 def save_state(path: Path, detector: Any, addons: list, config: dict[str, Any]) -> None:
@@ -308,54 +361,3 @@ def save_state(path: Path, detector: Any, addons: list, config: dict[str, Any]) 
         for k, v in addon.state().items():
             tensors[f"addon{i}.{k}"] = v.detach().cpu().contiguous()
     write_state(path, tensors, metadata={"label": config["label"]})
-
-
-def evaluate(detector, samples, factory, run_dir: Path, ctx, spec: RunSpec) -> None:
-    """Stream predictions to predictions.csv, then write per-generator metrics.csv."""
-    import torch
-    from tqdm import tqdm
-
-    from bench.metrics import per_generator_metrics
-    from bench.training import autocast, to_device
-
-    chain = detector.transforms(train=False)
-    batch_size = int(
-        detector.options.get("eval_batch_size", detector.options.get("batch_size", 32))
-    )
-    loader = factory(samples, chain, train=False, shuffle=False, batch_size=batch_size)
-    generators, labels, probs, skipped = [], [], [], []
-    detector.train_mode(False)
-    with open(
-        run_dir / "predictions.csv", "w", newline="", encoding="utf-8", errors=TEXT_ERRORS
-    ) as fh:
-        writer = csv.writer(fh)
-        writer.writerow(["path", "generator", "label", "prob"])
-        for batch in tqdm(loader, desc="evaluate", disable=not ctx.progress):
-            skipped.extend(batch["skipped"])
-            if batch["image"] is None:
-                continue
-            batch = to_device(batch, ctx.device)
-            with torch.no_grad(), autocast(ctx):
-                p = detector.predict_proba(batch).float().cpu()
-            if p.shape != (len(batch["path"]),) or not torch.all((p >= 0) & (p <= 1)):
-                raise BenchError(
-                    f"detector returned invalid probabilities (shape {tuple(p.shape)})"
-                )
-            for path, gen, lab, prob in zip(
-                batch["path"], batch["generator"], batch["label"].tolist(), p.tolist(), strict=True
-            ):
-                writer.writerow([path, gen, int(lab), f"{prob:.6f}"])
-                generators.append(gen)
-                labels.append(int(lab))
-                probs.append(prob)
-            fh.flush()
-    if skipped:
-        ctx.log(f"skipped {len(skipped)} unreadable test images (listed in skipped.txt)")
-    if not probs:
-        raise BenchError("no test image could be read")
-    table = per_generator_metrics(generators, labels, probs)
-    table.to_csv(run_dir / "metrics.csv", index=False, errors=TEXT_ERRORS)
-    mean = table[table["generator"] == "mean"].iloc[0]
-    ctx.log(
-        f"mean over generators: acc {mean['acc']:.4f}  ap {mean['ap']:.4f}  auc {mean['auc']:.4f}"
-    )

@@ -13,7 +13,8 @@ import math
 from dataclasses import dataclass
 from pathlib import Path
 
-from bench.table_spec import TablePreset, TableRow, TableSpec
+from bench.table_spec import TableRow, TableSpec
+from bench.text import csv_cell, md_cell
 
 MISSING = "–"
 METRIC_NAMES = {"acc": "Acc", "r_acc": "R.Acc", "f_acc": "F.Acc", "ap": "AP", "auc": "AUC"}
@@ -25,12 +26,16 @@ DEMO_NOTE = (
 )
 
 
+Key = tuple[str, str]  # (test set, generator)
+Columns = list[tuple[str, Key | None]]  # (shown name, the generator it shows, or None)
+
+
 @dataclass
 class RowResult:
     """What one row produced: per-generator metrics, or a note saying why there are none."""
 
     row: TableRow
-    scores: dict[str, dict[str, float]] | None = None  # generator -> metrics.csv row
+    scores: dict[Key, dict[str, float]] | None = None  # (set, generator) -> metrics.csv row
     run_id: str | None = None
     note: str = ""
 
@@ -49,16 +54,16 @@ class Line:
     note: str = ""
 
 
-def columns_for(preset: TablePreset, results: list[RowResult]) -> list[tuple[str, str]]:
-    """(shown name, generator) pairs: the preset's map, else every generator a run tested."""
-    if preset.columns:
-        return list(preset.columns.items())
-    seen: dict[str, None] = {}
+def columns_for(columns: Columns | None, results: list[RowResult]) -> Columns:
+    """The spec's matched columns, else every generator a run tested (first seen first)."""
+    from bench.table_columns import implicit_columns
+
+    if columns is not None:
+        return columns
+    seen: dict[Key, None] = {}
     for result in results:
-        for generator in result.scores or {}:
-            if generator != "mean":
-                seen.setdefault(generator)
-    return [(g, g) for g in seen]
+        seen.update(dict.fromkeys(result.scores or {}))
+    return implicit_columns(list(seen))
 
 
 def _value(scores: dict[str, float], metric: str) -> float | None:
@@ -66,11 +71,11 @@ def _value(scores: dict[str, float], metric: str) -> float | None:
     return None if value is None or math.isnan(value) else 100.0 * value
 
 
-def pooled_real(scores: dict[str, dict[str, float]], generators: list[str]) -> float | None:
+def pooled_real(scores: dict[Key, dict[str, float]], generators: list[Key | None]) -> float | None:
     """R.Acc over all real images of the shown generators (the paper prints one Real cell)."""
     hits = total = 0.0
     for generator in generators:
-        row = scores.get(generator, {})
+        row = scores.get(generator, {}) if generator else {}
         n_real, r_acc = row.get("n_real", 0.0), row.get("r_acc", math.nan)
         if n_real and not math.isnan(r_acc):
             hits += n_real * r_acc
@@ -83,7 +88,7 @@ def mean_of(cells: list[float | None]) -> float | None:
     return sum(present) / len(present) if present else None
 
 
-def our_line(spec: TableSpec, result: RowResult, columns: list[tuple[str, str]]) -> Line:
+def our_line(spec: TableSpec, result: RowResult, columns: Columns) -> Line:
     scores = result.scores or {}
     cells = [_value(scores[g], spec.metric) if g in scores else None for _, g in columns]
     if spec.real_column:
@@ -104,7 +109,7 @@ def paper_line(
     row: TableRow,
     paper: dict[str, str],
     mean_key: str,
-    columns: list[tuple[str, str]],
+    columns: Columns,
 ) -> Line:
     """The paper's printed row under our columns (shown names are the paper's names)."""
     names = (["Real"] if spec.real_column else []) + [shown for shown, _ in columns]
@@ -144,7 +149,7 @@ def mean_cell(line: Line) -> str:
     )
 
 
-def header(spec: TableSpec, columns: list[tuple[str, str]]) -> list[str]:
+def header(spec: TableSpec, columns: Columns) -> list[str]:
     real = ["Real"] if spec.real_column else []
     return ["method", *spec.switches, *real, *(c for c, _ in columns), spec.mean_column]
 
@@ -153,12 +158,14 @@ def cells_of(line: Line) -> list[str]:
     return [line.label, *line.switches, *(fmt(c) for c in line.cells), mean_cell(line)]
 
 
-def to_csv(spec: TableSpec, columns: list[tuple[str, str]], lines: list[Line]) -> str:
+def to_csv(spec: TableSpec, columns: Columns, lines: list[Line]) -> str:
     buf = io.StringIO()
     writer = csv.writer(buf, lineterminator="\n")
-    writer.writerow(["source", *header(spec, columns), "run_id", "note"])
+    writer.writerow([csv_cell(h) for h in ["source", *header(spec, columns), "run_id", "note"]])
     for line in lines:
-        writer.writerow([line.source, *cells_of(line), line.run_id, line.note])
+        writer.writerow(
+            [csv_cell(c) for c in [line.source, *cells_of(line), line.run_id, line.note]]
+        )
     return buf.getvalue()
 
 
@@ -181,13 +188,15 @@ def markdown_table(head: list[str], body: list[list[str]], text_columns: int) ->
 def to_markdown(
     spec: TableSpec,
     preset_name: str,
-    columns: list[tuple[str, str]],
+    columns: Columns,
     lines: list[Line],
     footer: list[str],
 ) -> str:
     title = f"# {spec.title} ({preset_name} preset)"
     table = markdown_table(
-        header(spec, columns), [cells_of(line) for line in lines], 1 + len(spec.switches)
+        [md_cell(h) for h in header(spec, columns)],
+        [[md_cell(c) for c in cells_of(line)] for line in lines],
+        1 + len(spec.switches),
     )
     intro = DEMO_NOTE if preset_name == "demo" else ""
     parts = [title, intro, table, "\n".join(f"- {f}" for f in footer)]
@@ -199,7 +208,7 @@ def footer_lines(
     preset_name: str,
     train_name: str,
     results: list[RowResult],
-    columns: list[tuple[str, str]],
+    columns: Columns,
 ) -> list[str]:
     metric = METRIC_NAMES[spec.metric]
     cells = f"{metric} (%) per generator" + (" at threshold 0.5" if "acc" in spec.metric else "")
@@ -239,10 +248,15 @@ def render(
     results: list[RowResult],
     paper: dict[str, tuple[dict[str, str], str]],
     out_dir: Path,
+    matched: Columns | None = None,
+    missing: list[str] | None = None,
 ) -> list[Path]:
-    """Write OUT/<name>.csv and OUT/<name>.md; `paper` maps row labels to (paper row, mean key)."""
-    preset = spec.presets[preset_name]
-    columns = columns_for(preset, results)
+    """Write OUT/<name>.csv and OUT/<name>.md; `paper` maps row labels to (paper row, mean key).
+
+    ``matched`` are the spec's columns resolved against the data (None: every generator);
+    ``missing`` notes the columns that matched nothing (``--allow-missing``).
+    """
+    columns = columns_for(matched, results)
     ours = [our_line(spec, result, columns) for result in results]
     add_deltas(spec, ours)
     lines = []
@@ -252,6 +266,7 @@ def render(
             row, mean_key = paper[result.row.label]
             lines.append(paper_line(spec, result.row, row, mean_key, columns))
     footer = footer_lines(spec, preset_name, train_name, results, columns)
+    footer.extend(f"Missing: {note}." for note in missing or [])
     out_dir.mkdir(parents=True, exist_ok=True)
     csv_path, md_path = out_dir / f"{spec.name}.csv", out_dir / f"{spec.name}.md"
     csv_path.write_text(to_csv(spec, columns, lines), encoding="utf-8")

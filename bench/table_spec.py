@@ -16,15 +16,27 @@ from bench.errors import BenchError
 from bench.options import read_toml
 
 PROJECT_ROOT = Path(__file__).resolve().parent.parent
-SPEC_DIR = PROJECT_ROOT / "benchmarks" / "tables"
-PAPER_DIR = PROJECT_ROOT / "benchmarks" / "paper"
+#: Where an installed wheel keeps its copy of benchmarks/ (setup.py puts it there).
+PACKAGED = Path(__file__).resolve().parent / "_data"
+
+
+def _data_dir(*parts: str) -> Path:
+    """benchmarks/<parts> of the checkout, else the copy shipped inside the package."""
+    checkout = PROJECT_ROOT.joinpath("benchmarks", *parts)
+    return checkout if checkout.is_dir() else PACKAGED.joinpath(*parts)
+
+
+SPEC_DIR = _data_dir("tables")
+PAPER_DIR = _data_dir("paper")
 METRICS = ("acc", "r_acc", "f_acc", "ap", "auc")
 PRESETS = ("demo", "paper")
 TOP_KEYS = {"name", "title", "paper_table", "metric", "real_column", "mean_column"}
 TOP_KEYS |= {"switches", "presets", "rows"}
+TOP_KEYS |= {"kind", "perturb", "generator"}  # kind = "robustness" (bench.robustness_table)
+KINDS = ("generators", "robustness")
 ROW_KEYS = {"label", "detector", "addons", "options", "base", "paper_row", "unavailable"}
 ROW_KEYS |= {"switches"}
-PRESET_KEYS = {"train", "test", "train_name", "columns", "max_per_class"}
+PRESET_KEYS = {"train", "test", "train_name", "columns", "max_per_class", "seen"}
 
 
 @dataclass
@@ -46,10 +58,14 @@ class TablePreset:
     """Where the data of one preset lives; `{data_root}`/`{demo_root}` are filled in later."""
 
     train: str
-    test: list[str]
+    #: (name or None, path) per test set; a None name is the folder's own.
+    test: list[tuple[str | None, str]]
     train_name: str | None = None
-    columns: dict[str, str] = field(default_factory=dict)  # shown name -> generator name
+    #: shown name -> the generators it may be, first match wins ("SET/GEN", or "GEN" in
+    #: any set); matched ignoring case and the separators - _ . and space.
+    columns: dict[str, list[str]] = field(default_factory=dict)
     max_per_class: int | None = None
+    seen: list[str] = field(default_factory=list)
 
 
 @dataclass
@@ -64,6 +80,12 @@ class TableSpec:
     presets: dict[str, TablePreset]
     paper_table: int | None = None
     switches: list[str] = field(default_factory=list)
+    #: "generators" (a column per generator) or "robustness" (a column per perturbation level).
+    kind: str = "generators"
+    #: Robustness tables: perturbation -> option overrides, as a run's `perturb`.
+    perturb: dict[str, dict[str, Any]] = field(default_factory=dict)
+    #: Robustness tables: the generator whose metric fills the cells ("mean": over generators).
+    generator: str = "mean"
 
     def row(self, label: str) -> TableRow:
         return next(r for r in self.rows if r.label == label)
@@ -106,7 +128,11 @@ def load_spec(spec: str | Path) -> TableSpec:
     for name in presets:
         if name not in PRESETS:
             raise BenchError(f"{where}: unknown preset '{name}' (known: {', '.join(PRESETS)})")
+    kind, perturb, generator = _kind(data, where)
     return TableSpec(
+        kind=kind,
+        perturb=perturb,
+        generator=generator,
         name=str(data.get("name", path.stem)),
         path=path,
         title=str(data.get("title", path.stem)),
@@ -118,6 +144,27 @@ def load_spec(spec: str | Path) -> TableSpec:
         paper_table=data.get("paper_table"),
         switches=switches,
     )
+
+
+def _kind(data: dict[str, Any], where: str) -> tuple[str, dict[str, dict[str, Any]], str]:
+    """(kind, perturb, generator); a robustness table must name its perturbations."""
+    from bench.perturb import perturb_from_config
+
+    kind = data.get("kind", "generators")
+    if kind not in KINDS:
+        raise BenchError(f"{where}: kind {kind!r} is not one of {', '.join(KINDS)}")
+    if kind != "robustness":
+        for key in ("perturb", "generator"):
+            if key in data:
+                raise BenchError(f"{where}: '{key}' belongs to kind = \"robustness\" tables")
+        return kind, {}, "mean"
+    perturb = perturb_from_config(data.get("perturb", {}), where)
+    if not perturb:
+        raise BenchError(f"{where}: a robustness table needs [perturb] NAME = [levels]")
+    generator = data.get("generator", "mean")
+    if not isinstance(generator, str) or not generator:
+        raise BenchError(f"{where}: 'generator' must be a generator name or \"mean\"")
+    return kind, perturb, generator
 
 
 def _no_unknown(table: dict[str, Any], known: set[str], where: str) -> None:
@@ -171,17 +218,40 @@ def _check_rows(rows: list[TableRow], where: str) -> None:
             raise BenchError(f"{where}: row '{row.label}' is its own base")
 
 
+def _test_entry(entry: Any, where: str) -> tuple[str | None, str]:
+    if isinstance(entry, str):
+        return None, entry
+    if isinstance(entry, dict) and set(entry) == {"name", "path"}:
+        return str(entry["name"]), str(entry["path"])
+    raise BenchError(f"{where}: a test entry is a path or {{ name = ..., path = ... }}")
+
+
+def _aliases(value: Any, where: str) -> list[str]:
+    value = [value] if isinstance(value, str) else value
+    if not isinstance(value, list) or not value or not all(isinstance(v, str) for v in value):
+        raise BenchError(f"{where}: a column maps to a generator or a list of aliases")
+    return value
+
+
 def _preset(data: dict[str, Any], where: str) -> TablePreset:
     _no_unknown(data, PRESET_KEYS, where)
     test = data.get("test")
     if not isinstance(data.get("train"), str) or not isinstance(test, list) or not test:
         raise BenchError(f"{where}: needs 'train' (a path) and 'test' (a list of paths)")
+    tests = [_test_entry(t, where) for t in test]
+    names = [n for n, _ in tests if n]
+    for name in names:
+        if names.count(name) > 1:
+            raise BenchError(f"{where}: two test sets are named '{name}'")
     return TablePreset(
         train=data["train"],
-        test=[str(t) for t in test],
+        test=tests,
         train_name=data.get("train_name"),
-        columns={str(k): str(v) for k, v in data.get("columns", {}).items()},
+        columns={
+            str(k): _aliases(v, f"{where} column '{k}'") for k, v in data.get("columns", {}).items()
+        },
         max_per_class=data.get("max_per_class"),
+        seen=[str(s) for s in data.get("seen", [])],
     )
 
 

@@ -1,8 +1,9 @@
 """`bench table`: regenerate one of the paper's tables from a spec in benchmarks/tables/.
 
-Each row of a spec is one `bench run`; rows already finished in OUT with the same label,
-train set, options, addons and test sets are reused, so an interrupted table resumes and
-tables sharing rows (Tables 4, 7 and 8 share NS-Net runs) train each row once.
+Each row of a spec is one `bench run`; a row whose configuration (detector, addons,
+resolved options, train set, test sets, seed: ``bench.run_identity``) already has a
+finished run in OUT is reused, so an interrupted table resumes and tables sharing rows
+(Tables 4, 7 and 8 share NS-Net runs) train each row once.
 Import-light: torch loads only when a row runs, pandas never.
 """
 
@@ -10,7 +11,6 @@ from __future__ import annotations
 
 import csv
 import json
-import math
 import os
 import sys
 import traceback
@@ -20,6 +20,7 @@ from typing import Any
 from bench import leaderboard
 from bench.errors import BenchError
 from bench.runner import RunSpec, dataset_name, resolve_components, run
+from bench.table_columns import resolve_columns
 from bench.table_render import RowResult, render
 from bench.table_spec import (
     PAPER_DIR,
@@ -30,6 +31,7 @@ from bench.table_spec import (
     load_spec,
     skip_reason,
 )
+from bench.text import printable
 
 LAYOUT_DOC = "benchmarks/tables/README.md"
 
@@ -42,6 +44,8 @@ def run_table(
     device: str = "auto",
     workers: int | None = None,
     progress: bool = True,
+    overrides: list[str] | None = None,
+    allow_missing: bool = False,
 ) -> list[Path]:
     """Run the rows that are not finished yet, then write OUT/<name>.csv and OUT/<name>.md."""
     from bench.plugins import get_registry
@@ -52,38 +56,52 @@ def run_table(
         raise BenchError(f"table spec {spec.name} has no '{preset}' preset (it has: {known})")
     registry = get_registry()
     check_components(spec, registry)
-    train, tests = fill_paths(spec.presets[preset], data_root, progress)
-    check_generator_names(tests)
+    chosen = spec.presets[preset]
+    if spec.kind == "robustness":  # names, levels and options checked before any training
+        from bench.robustness_table import level_columns
+
+        level_columns(spec, registry)
+    train, tests = fill_paths(chosen, data_root, progress, overrides or [])
+    columns, missing = table_columns(spec, chosen, tests, allow_missing, progress)
     paper = paper_rows(spec) if preset == "paper" else {}  # a bad paper_row fails before training
     out_dir = Path(out) if out is not None else Path("results") / "tables" / preset
-    train_name = spec.presets[preset].train_name or dataset_name(train)
+    train_name = chosen.train_name or dataset_name(train)
     results, failures = [], []
-    for row in spec.rows:
+    for number, row in enumerate(spec.rows, start=1):
+        where = f"row {number} of {len(spec.rows)} ({row.label})"
         reason = skip_reason(row, registry) if row.unavailable else None
         if reason:
+            log(f"{where}: skipped: {reason}", progress)
             results.append(RowResult(row, note=f"skipped: {reason}"))
             continue
         run_spec = RunSpec(
             detector=row.detector,
             addons=list(row.addons),
             train=train,
-            test=list(tests),
+            test=[f"{name}={path}" for name, path in tests],
             options={k: dict(v) for k, v in row.options.items()},
             preset=preset,
             device=device,
             out=str(out_dir),
-            max_per_class=spec.presets[preset].max_per_class,
+            max_per_class=chosen.max_per_class,
             workers=workers,
             progress=progress,
             metric=spec.metric,
             train_name=train_name,
             name=row.label,
+            seen=list(chosen.seen),
+            perturb={k: dict(v) for k, v in spec.perturb.items()},
         )
-        result = run_row(row, run_spec, out_dir, registry, progress)
+        result = run_row(row, run_spec, out_dir, registry, progress, where)
         if result.note:
             failures.append(f"{row.label}: {result.note}")
         results.append(result)
-    paths = render(spec, preset, train_name, results, paper, out_dir)
+    if spec.kind == "robustness":
+        from bench.robustness_table import render_robustness
+
+        paths = render_robustness(spec, preset, train_name, results, registry, out_dir)
+    else:
+        paths = render(spec, preset, train_name, results, paper, out_dir, columns, missing)
     if failures:
         raise BenchError(
             f"{len(failures)} row(s) of {spec.name} failed ({'; '.join(failures)}); "
@@ -92,15 +110,46 @@ def run_table(
     return paths
 
 
+def table_columns(
+    spec: TableSpec,
+    preset: TablePreset,
+    tests: list[tuple[str, str]],
+    allow_missing: bool,
+    progress: bool,
+) -> tuple[list[tuple[str, tuple[str, str] | None]] | None, list[str]]:
+    """The spec's columns matched against the generators the test sets hold (listed now).
+
+    Listing first means a column that matches nothing, or a test set in the wrong layout,
+    stops the table in seconds, before any training.
+    """
+    from bench.data.layouts import list_dataset
+
+    if not preset.columns:
+        return None, []
+    available: list[tuple[str, str]] = []
+    for name, path in tests:
+        listing = list_dataset(path, "test", name=name)
+        log(f"test set {listing.summary()}", progress)
+        available.extend((name, g) for g in listing.generators())
+    return resolve_columns(preset.columns, available, f"table spec {spec.path.name}", allow_missing)
+
+
 def run_row(
-    row: TableRow, spec: RunSpec, out_dir: Path, registry: Any, progress: bool
+    row: TableRow, spec: RunSpec, out_dir: Path, registry: Any, progress: bool, where: str = ""
 ) -> RowResult:
     """Reuse a finished run or start one; a failing row is reported, not fatal to the table."""
+    where = where or row.label
     run_dir = reusable_run(out_dir, spec, registry)
+    if run_dir is not None and spec.perturb:
+        from bench.robustness_table import ensure_sweep
+
+        run_dir, note = ensure_sweep(run_dir, spec, progress)
+        if note:
+            return RowResult(row, note=note)
     if run_dir is not None:
-        log(f"{row.label}: reusing finished run {run_dir.name}", progress)
+        log(f"{where}: reusing finished run {run_dir.name}", progress)
     else:
-        log(f"{row.label}: running {'+'.join([spec.detector, *spec.addons])}", progress)
+        log(f"{where}: running {'+'.join([spec.detector, *spec.addons])}", progress)
         try:
             run_dir = run(spec, registry)
         except Exception as exc:  # one broken detector must not cost the other rows
@@ -113,16 +162,44 @@ def run_row(
 
 def log(message: str, progress: bool = True) -> None:
     if progress:
-        print(f"bench table: {message}", file=sys.stderr)
+        print(f"bench table: {printable(message)}", file=sys.stderr)
+
+
+def _fill(path: str, values: dict[str, str]) -> str:
+    for key, value in values.items():
+        path = path.replace(key, value)
+    full = os.path.abspath(os.path.expanduser(path))
+    if not os.path.exists(full):
+        raise BenchError(f"data set path does not exist: {full} (layout in {LAYOUT_DOC})")
+    return full
 
 
 def fill_paths(
-    preset: TablePreset, data_root: str | os.PathLike[str] | None, progress: bool
-) -> tuple[str, list[str]]:
-    """Absolute train and test paths with `{data_root}` / `{demo_root}` filled in, all present."""
-    paths = [preset.train, *preset.test]
+    preset: TablePreset,
+    data_root: str | os.PathLike[str] | None,
+    progress: bool,
+    overrides: list[str] | None = None,
+) -> tuple[str, list[tuple[str, str]]]:
+    """Absolute train and (name, test path) with `{data_root}` / `{demo_root}` filled in.
+
+    ``overrides`` ("NAME=PATH", NAME a test set's name or "train") replace a preset path.
+    """
+    from bench.data.layouts import display_name
+
+    given: dict[str, str] = {}
+    for text in overrides or []:
+        name, sep, path = text.partition("=")
+        if not sep or not name or not path:
+            raise BenchError(f"--set expects NAME=PATH, got {text!r}")
+        given[name] = os.path.abspath(os.path.expanduser(path))
+    names = ["train"] + [name or display_name(path) for name, path in preset.test]
+    unknown = sorted(set(given) - set(names))
+    if unknown:
+        raise BenchError(f"--set {unknown[0]}: not a data set of this preset ({', '.join(names)})")
+    templates = [preset.train, *(path for _, path in preset.test)]
+    pending = [t for n, t in zip(names, templates, strict=True) if n not in given]
     values = {}
-    if any("{data_root}" in p for p in paths):
+    if any("{data_root}" in p for p in pending):
         if data_root is None:
             raise BenchError(
                 f"this preset needs --data-root DIR (the folder holding the data sets; "
@@ -132,17 +209,19 @@ def fill_paths(
         if not root.is_dir():
             raise BenchError(f"--data-root {root} is not an existing folder")
         values["{data_root}"] = str(root)
-    if any("{demo_root}" in p for p in paths):
+    if any("{demo_root}" in p for p in pending):
         values["{demo_root}"] = str(demo_root(progress))
-    filled = []
-    for path in paths:
-        for key, value in values.items():
-            path = path.replace(key, value)
-        full = os.path.abspath(os.path.expanduser(path))
-        if not os.path.exists(full):
-            raise BenchError(f"data set path does not exist: {full} (layout in {LAYOUT_DOC})")
-        filled.append(full)
-    return filled[0], filled[1:]
+    filled = [
+        given[n] if n in given else _fill(t, values) for n, t in zip(names, templates, strict=True)
+    ]
+    for path in given.values():
+        if not os.path.exists(path):
+            raise BenchError(f"--set path does not exist: {path}")
+    tests = [
+        (name or display_name(path), path)
+        for (name, _), path in zip(preset.test, filled[1:], strict=True)
+    ]
+    return filled[0], tests
 
 
 def demo_root(progress: bool) -> Path:
@@ -153,71 +232,36 @@ def demo_root(progress: bool) -> Path:
     return Path(build_demo(progress=progress))
 
 
-def check_generator_names(tests: list[str]) -> None:
-    """Generators are named by their folder: two test sets must not share a folder name."""
-    seen: dict[str, str] = {}
-    for test in tests:
-        if not os.path.isdir(test):
-            continue
-        for entry in sorted(os.scandir(test), key=lambda e: e.name):
-            if entry.is_dir() and not entry.name.startswith("."):
-                if entry.name in seen:
-                    raise BenchError(
-                        f"generator folder '{entry.name}' is in both {seen[entry.name]} and "
-                        f"{test}; their images would be pooled: rename or link one "
-                        f"(see {LAYOUT_DOC})"
-                    )
-                seen[entry.name] = test
-
-
-def _jsonable(value: Any) -> Any:
-    return json.loads(json.dumps(value, default=str))
-
-
 def reusable_run(out_dir: Path, spec: RunSpec, registry: Any) -> Path | None:
-    """The finished run in OUT's index for this row, if it was made exactly this way."""
-    entry = next(
-        (
-            e
-            for e in leaderboard.read_index(out_dir)
-            if (e.get("label"), e.get("train")) == (spec.label, spec.train_name)
-        ),
-        None,
-    )
-    if entry is None:
-        return None
-    run_dir = leaderboard.run_dir(out_dir, entry["run_id"])
-    try:
-        config = json.loads((run_dir / "config.json").read_text(encoding="utf-8"))
-    except (OSError, ValueError):
-        return None
-    if config.get("status") != "finished" or not (run_dir / "metrics.csv").is_file():
-        return None
+    """The finished run in OUT's index with this row's configuration and seed, if any."""
+    from bench.run_data import name_test_sets
+    from bench.run_identity import config_key
+    from bench.runner import identity_of
+
     resolved = resolve_components(registry, spec)
-    wanted = {
-        "detector": {"name": spec.detector, "options": resolved.detector_options},
-        "addons": [
-            {"name": n, "options": o}
-            for n, o in zip(spec.addons, resolved.addon_options, strict=True)
-        ],
+    key = config_key(identity_of(spec, resolved, name_test_sets(spec.test)))
+    for entry in leaderboard.read_index(out_dir):
+        if (entry.get("config"), entry.get("seed")) != (key, str(spec.seed)):
+            continue
+        run_dir = leaderboard.run_dir(out_dir, entry["run_id"])
+        try:
+            config = json.loads((run_dir / "config.json").read_text(encoding="utf-8"))
+        except (OSError, ValueError):
+            return None
+        if config.get("status") == "finished" and (run_dir / "metrics.csv").is_file():
+            return run_dir
+    return None
+
+
+def read_scores(run_dir: Path) -> dict[tuple[str, str], dict[str, float]]:
+    """metrics.csv's generator rows as {(test set, generator): {column: value}}; NaN if empty."""
+    from bench.results_io import read_metrics
+
+    return {
+        (r.test_set, r.generator): r.values
+        for r in read_metrics(run_dir / "metrics.csv")
+        if r.kind == "generator"
     }
-    if _jsonable(wanted) != _jsonable({k: config.get(k) for k in wanted}):
-        return None
-    old = config.get("spec", {})
-    same_data = old.get("train") == spec.train and set(spec.test) <= set(old.get("test", []))
-    same_sampling = (old.get("seed"), old.get("max_per_class")) == (spec.seed, spec.max_per_class)
-    return run_dir if same_data and same_sampling else None
-
-
-def read_scores(run_dir: Path) -> dict[str, dict[str, float]]:
-    """metrics.csv as {generator: {column: value}}; empty cells are NaN."""
-    with open(run_dir / "metrics.csv", newline="", encoding="utf-8") as fh:
-        return {
-            row["generator"]: {
-                k: float(v) if v != "" else math.nan for k, v in row.items() if k != "generator"
-            }
-            for row in csv.DictReader(fh)
-        }
 
 
 def paper_rows(spec: TableSpec) -> dict[str, tuple[dict[str, str], str]]:

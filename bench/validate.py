@@ -6,10 +6,10 @@ import inspect
 
 from bench.catalogue import KIND_TABLES, load_catalogue
 from bench.errors import BenchError
-from bench.interfaces import Addon, Detector, Transform
+from bench.interfaces import Addon, Detector, Perturbation, Transform
 from bench.options import merge_options
 
-BASES = {"detector": Detector, "addon": Addon, "transform": Transform}
+BASES = {"detector": Detector, "addon": Addon, "transform": Transform, "perturbation": Perturbation}
 
 
 def check_entry(entry) -> None:  # noqa: ANN001
@@ -18,6 +18,11 @@ def check_entry(entry) -> None:  # noqa: ANN001
     if not (inspect.isclass(obj) and issubclass(obj, base)):
         raise BenchError(f"{entry.target} is not a {base.__name__} subclass")
     if entry.kind == "transform":
+        return
+    if entry.kind == "perturbation":
+        from bench.perturb import check_perturbation
+
+        check_perturbation(entry, obj)
         return
     for preset in [None, *entry.presets]:
         options = merge_options(

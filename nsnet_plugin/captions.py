@@ -300,8 +300,9 @@ def blip_source(model_id: str, option: str = "<detector>.caption_model") -> tupl
     if why:
         raise BenchError(
             f"BLIP captioner {model_id} is not on this machine and {why}: download it "
-            f"elsewhere and pass --opt {option}=/path/to/that/folder, or use captions=file "
-            "(a captions.json) or captions=prompt"
+            f"elsewhere and pass --opt {option}=/path/to/that/folder, or use "
+            f"--opt {option.split('.')[0]}.captions=prompt (no model) or "
+            f"--opt {option.split('.')[0]}.captions=file (a captions.json)"
         )
     return model_id, kwargs
 
@@ -365,8 +366,8 @@ def captions_for(
     raise BenchError(
         f"{len(missing)} of {len(samples)} training images have no caption from "
         f"{component}.captions={kind!r} (e.g. {missing[0].path}); give "
-        f"--opt {component}.caption_file=FILE, use {component}.captions=blip or prompt, "
-        f"or --opt {component}.missing_captions=prompt"
+        f"--opt {component}.caption_file=FILE, --opt {component}.captions=prompt "
+        f"(or blip), or --opt {component}.missing_captions=prompt"
     )
 
 

@@ -64,6 +64,10 @@ class NSNet(Detector):
     """NS-Net (the paper's reference implementation); construction loads nothing."""
 
     provides = frozenset({"features", "clip-text"})
+    includes = {
+        "patchselect": f"use --opt {NAME}.patch_selection=true (the default) or false",
+        "nullspace": f"use --opt {NAME}.nullspace=batch (the default), fixed or none",
+    }
 
     def __init__(self, options: dict[str, Any]):
         super().__init__(options)

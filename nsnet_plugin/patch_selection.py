@@ -186,6 +186,35 @@ def patch_select_batch(
 
     seeds: one shuffle seed per image (default 0 for all).
     """
+    grown, ranked, order = selection(
+        images,
+        out_size,
+        patch_size,
+        seeds,
+        small_image=small_image,
+        odd_tile=odd_tile,
+        shuffle=shuffle,
+    )
+    patches = to_patches(grown, patch_size)
+    chosen = patches[torch.arange(grown.shape[0], device=order.device)[:, None], order]
+    return from_tiles(chosen)
+
+
+def selection(
+    images: torch.Tensor,
+    out_size: int = 224,
+    patch_size: int = 32,
+    seeds: Sequence[int] | torch.Tensor | None = None,
+    *,
+    small_image: SmallImage = "reflect",
+    odd_tile: OddTile = "low",
+    shuffle: bool = True,
+) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+    """(images after the small-image policy, ranked picks, tile order) of a (B, C, H, W) batch.
+
+    ranked: (B, n_high + n_low) patch indices (row-major over the grown image), highest
+    entropy first, then lowest; order: the same indices as tiled (shuffled when asked).
+    """
     if images.ndim != 4:
         raise ValueError(f"images must be (B, C, H, W), got shape {tuple(images.shape)}")
     tiles = _check_sizes(out_size, patch_size)
@@ -196,15 +225,15 @@ def patch_select_batch(
         raise ValueError(f"{b} images but {len(seed_list)} seeds")
     images = fit_small(images, out_size, patch_size, small_image)
     patches = to_patches(images, patch_size)
-    order = select_order(spectral_entropy(to_gray(patches)), n_high, n_low)
+    ranked = select_order(spectral_entropy(to_gray(patches)), n_high, n_low)
+    order = ranked
     if shuffle:
         perms = [
             torch.randperm(tiles, generator=torch.Generator().manual_seed(s % 2**63))
             for s in seed_list
         ]
-        order = torch.gather(order, 1, torch.stack(perms).to(order.device))
-    chosen = patches[torch.arange(b, device=order.device)[:, None], order]
-    return from_tiles(chosen)
+        order = torch.gather(ranked, 1, torch.stack(perms).to(ranked.device))
+    return images, ranked, order
 
 
 def patch_select(
@@ -302,6 +331,12 @@ class PatchSelect(Transform):
         except ValueError as exc:
             raise BenchError(f"patch_select: {exc}") from None
         return out if is_tensor else _tensor_to_pil(out, pil_mode)
+
+    def explain(self, image: Any, *, train: bool = False, seed: int = 0) -> dict[str, Any]:
+        """What this step makes of one PIL image, for `bench show-patches` (patch_explain)."""
+        from nsnet_plugin.patch_explain import explain_patch_select
+
+        return explain_patch_select(self, image, train=train, seed=seed)
 
 
 def _pil_to_tensor(image: Any) -> tuple[torch.Tensor, str]:

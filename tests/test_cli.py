@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 import os
 import shutil
 import subprocess
@@ -88,24 +89,62 @@ def test_validate_passes():
 def test_run_leaderboard_and_predict_through_the_console_script(
     tmp_path, tiny_tree, tiny_test_tree
 ):
-    config = tmp_path / "run.toml"
+    """Config paths relative to the file, two seeds, the leaderboard, predict's output."""
+    conf_dir = tmp_path / "conf"
+    conf_dir.mkdir()
+    config = conf_dir / "run.toml"
+    train, test = os.path.relpath(tiny_tree, conf_dir), os.path.relpath(tiny_test_tree, conf_dir)
     config.write_text(
-        f"detector = 'spectral_logreg'\ntrain = '{tiny_tree}'\ntest = ['{tiny_test_tree}']\n"
-        "epochs = 10\nworkers = 0\n[options.spectral_logreg]\nbins = 16\n"
+        f"detector = 'spectral_logreg'\ntrain = '{train}'\ntest = ['{test}']\nout = 'out'\n"
+        "epochs = 4\nworkers = 0\nseeds = [0, 1]\n[options.spectral_logreg]\nbins = 16\n"
     )
-    out = tmp_path / "out"
-    result = bench("run", "--config", str(config), "--out", str(out), "--quiet")
+    elsewhere = tmp_path / "elsewhere"  # the config's paths must not depend on the cwd
+    elsewhere.mkdir()
+    result = bench("run", "--config", str(config), "--quiet", cwd=elsewhere)
     assert result.returncode == 0, result.stderr
-    run_dir = Path(result.stdout.strip().splitlines()[-1])
-    assert (run_dir / "state.safetensors").is_file()
-    assert '"bins": 16' in (run_dir / "config.json").read_text()
+    run_dirs = [Path(line) for line in result.stdout.strip().splitlines()]
+    assert len(run_dirs) == 2 and all(p.parent.parent == conf_dir / "out" for p in run_dirs)
+    assert '"bins": 16' in (run_dirs[0] / "config.json").read_text()
+    out = conf_dir / "out"
     board = bench("leaderboard", "--out", str(out), "--metric", "ap", "--format", "csv")
-    assert board.returncode == 0 and board.stdout.startswith("detector,train,gan_a,gan_b,mean")
+    assert board.returncode == 0, board.stderr
+    header, row = board.stdout.strip().splitlines()
+    assert header.startswith(
+        "detector,train,seeds,tiny-test-tree0/gan_a,tiny-test-tree0/gan_b,mean"
+    )
+    assert row.startswith("spectral_logreg,tiny-tree0,0 1,")
+    assert (out / "leaderboard_ap.csv").is_file() and (out / "leaderboard_acc.csv").is_file()
     fake = next((tiny_test_tree / "gan_a" / "1_fake").iterdir())
-    pred = bench("predict", "--run", str(run_dir), str(fake), "--device", "cpu")
+    broken = tmp_path / "broken.png"
+    broken.write_bytes(b"not an image")
+    pred = bench("predict", "--run", str(run_dirs[0]), str(fake), "--device", "cpu")
     assert pred.returncode == 0, pred.stderr
-    prob, path = pred.stdout.strip().split("\t")
-    assert 0.0 <= float(prob) <= 1.0 and path == str(fake)
+    head, line = pred.stdout.strip().splitlines()
+    prob, path = line.split("\t")
+    assert head == "p_fake\tpath" and 0.0 <= float(prob) <= 1.0 and path == str(fake)
+    pred = bench(
+        "predict",
+        "--run",
+        str(run_dirs[0]),
+        str(fake),
+        str(broken),
+        "--format",
+        "json",
+        "--device",
+        "cpu",
+    )
+    assert pred.returncode == 1 and "1 of 2 image(s) could not be read" in pred.stderr
+    records = [json.loads(x) for x in pred.stdout.strip().splitlines()]
+    assert [r["path"] for r in records] == [str(fake), str(broken)]
+    assert records[0]["p_fake"] == pytest.approx(float(prob), abs=1e-4)
+    assert records[1]["p_fake"] is None
+
+
+def test_version_and_synopsis_flags():
+    from bench import __version__
+
+    result = bench("--version")
+    assert result.returncode == 0 and result.stdout.strip() == f"bench {__version__}"
 
 
 def test_outside_plugin_installed_through_entry_points(tmp_path):

@@ -58,7 +58,7 @@ def _predictions(tmp_path, tiny_tree, tiny_test_tree, workers: int) -> list[tupl
     )
     run_dir = run(spec, get_registry())
     with open(run_dir / "predictions.csv", encoding="utf-8") as fh:
-        return [(row["path"], row["prob"]) for row in csv.DictReader(fh)]
+        return [(row["path"], row["p_fake"]) for row in csv.DictReader(fh)]
 
 
 def test_vibnet_gives_identical_results_with_0_and_2_workers(tmp_path, tiny_tree, tiny_test_tree):

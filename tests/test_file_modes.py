@@ -39,7 +39,7 @@ def test_run_outputs_follow_the_umask(umask_027, tmp_path, tiny_tree, tiny_test_
         epochs=1,
     )
     run_dir = run(spec, get_registry())
-    files = ["leaderboard.csv", "leaderboard.md", "leaderboard_index.csv"]
+    files = ["leaderboard_acc.csv", "leaderboard_acc.md", "leaderboard_index.csv"]
     files = [out / name for name in files]
     names = ["config.json", "state.safetensors", "predictions.csv", "metrics.csv", "log.txt"]
     files += [run_dir / name for name in [*names, "skipped.txt"]]

@@ -8,14 +8,15 @@ import pytest
 from PIL import Image
 
 from bench.data.layouts import (
-    IMAGE_EXTENSIONS,
     Sample,
+    list_dataset,
     read_csv,
     read_dataset,
     read_folder_tree,
     read_genimage,
     sample_per_class,
 )
+from bench.data.walk import image_extensions
 from bench.errors import BenchError
 
 
@@ -35,8 +36,22 @@ def summary(samples: list[Sample], root: Path) -> list[tuple[str, int, str]]:
     return [(s.generator, s.label, Path(s.path).relative_to(root).as_posix()) for s in samples]
 
 
-def test_image_extensions_cover_the_usual_formats():
-    assert {".png", ".jpg", ".jpeg", ".webp", ".bmp", ".tif", ".tiff"} == IMAGE_EXTENSIONS
+def test_image_extensions_are_what_pil_opens():
+    usual = {".png", ".jpg", ".jpeg", ".webp", ".bmp", ".tif", ".tiff", ".gif", ".jfif"}
+    assert usual <= image_extensions()
+    # PostScript would run Ghostscript on a data file; stubs never decode pixels.
+    assert not {".eps", ".ps", ".h5", ".pdf"} & image_extensions()
+
+
+def test_gif_and_jfif_are_read_and_other_files_listed(tmp_path):
+    root = tree(tmp_path / "set", "g/0_real/a.gif", "g/1_fake/b.jfif")
+    (root / "g/1_fake/notes.txt").write_text("x")
+    listing = list_dataset(root)
+    assert summary(listing.samples, root) == [
+        ("g", 0, "g/0_real/a.gif"),
+        ("g", 1, "g/1_fake/b.jfif"),
+    ]
+    assert [(Path(p).name, r) for p, r in listing.skipped] == [("notes.txt", "not an image (.txt)")]
 
 
 def test_folder_tree_flat(tmp_path):
@@ -50,7 +65,12 @@ def test_folder_tree_flat(tmp_path):
         "biggan/1_fake/._y.png",
     )
     (root / "biggan/1_fake/notes.txt").write_text("not an image")
-    samples = read_folder_tree(root)
+    listing = list_dataset(root)
+    samples = listing.samples
+    assert sorted((Path(p).name, r) for p, r in listing.skipped) == [
+        ("._y.png", "hidden file"),
+        ("notes.txt", "not an image (.txt)"),
+    ]
     assert summary(samples, root) == [
         ("biggan", 0, "biggan/0_real/x.jpg"),
         ("biggan", 1, "biggan/1_fake/y.JPEG"),
@@ -106,8 +126,9 @@ def test_aigibench_train_and_test(tmp_path):
         ("car", 1),
         ("cat", 0),
     ]
-    # Pointed at the whole benchmark, the first folder below the root is train/test.
-    assert {s.generator for s in read_dataset(str(root))} == {"train", "test"}
+    # Pointed at the whole benchmark, each role reads its own split and lists the others.
+    assert {s.generator for s in read_dataset(str(root))} == {"FLUX", "SDXL"}
+    assert {s.generator for s in read_dataset(str(root), split="train")} == {"car", "cat"}
 
 
 GENIMAGE_FILES = (
@@ -168,12 +189,13 @@ def test_read_dataset_detects_genimage_and_passes_split(tmp_path):
 
 def test_read_dataset_genimage_split_without_images(tmp_path):
     root = tree(tmp_path / "GenImage", "sdv4/train/ai/a.png")
-    with pytest.raises(BenchError, match="'val'"):
+    with pytest.raises(BenchError, match="for the test or val split"):
         read_dataset(str(root))
 
 
 def test_csv_with_header_and_generator(tmp_path):
-    png(tmp_path / "imgs/a.png")
+    for name in ("imgs/a.png", "abs.png", "imgs/b.png"):
+        png(tmp_path / name)
     csv_file = tmp_path / "set.csv"
     csv_file.write_text(
         "path,label,generator\n"
@@ -183,9 +205,9 @@ def test_csv_with_header_and_generator(tmp_path):
     )
     samples = read_csv(csv_file)
     assert samples == [
-        Sample(str(tmp_path / "imgs/b.png"), 1, "dalle"),
-        Sample(str(tmp_path / "abs.png"), 0, "sdxl"),
-        Sample(str(tmp_path / "imgs/a.png"), 1, "sdxl"),
+        Sample(str(tmp_path / "imgs/b.png"), 1, "dalle", "set"),
+        Sample(str(tmp_path / "abs.png"), 0, "sdxl", "set"),
+        Sample(str(tmp_path / "imgs/a.png"), 1, "sdxl", "set"),
     ]
 
 
@@ -194,21 +216,26 @@ def test_csv_without_header_or_generator_uses_file_stem(tmp_path):
     sub.mkdir()
     csv_file = sub / "chameleon.csv"
     csv_file.write_text("../x.png,0\n\n../y.png,1\n")
+    png(tmp_path / "x.png")
+    png(tmp_path / "y.png")
     assert read_csv(csv_file) == [
-        Sample(str(tmp_path / "x.png"), 0, "chameleon"),
-        Sample(str(tmp_path / "y.png"), 1, "chameleon"),
+        Sample(str(tmp_path / "x.png"), 0, "chameleon", "chameleon"),
+        Sample(str(tmp_path / "y.png"), 1, "chameleon", "chameleon"),
     ]
 
 
 def test_csv_header_in_other_order_with_bom(tmp_path):
     csv_file = tmp_path / "mix.csv"
     csv_file.write_text("\ufefflabel,path\n0,a.png\n", encoding="utf-8")
-    assert read_csv(csv_file) == [Sample(str(tmp_path / "a.png"), 0, "mix")]
+    png(tmp_path / "a.png")
+    assert read_csv(csv_file) == [Sample(str(tmp_path / "a.png"), 0, "mix", "mix")]
 
 
 def test_csv_empty_generator_cell_falls_back_to_stem(tmp_path):
     csv_file = tmp_path / "set.csv"
     csv_file.write_text("a.png,1,\nb.png,0\n")
+    png(tmp_path / "a.png")
+    png(tmp_path / "b.png")
     assert {s.generator for s in read_csv(csv_file)} == {"set"}
 
 
@@ -229,13 +256,14 @@ def test_csv_too_few_columns(tmp_path):
 def test_read_dataset_reads_csv(tmp_path):
     csv_file = tmp_path / "set.csv"
     csv_file.write_text("a.png,0\n")
-    assert read_dataset(str(csv_file)) == [Sample(str(tmp_path / "a.png"), 0, "set")]
+    png(tmp_path / "a.png")
+    assert read_dataset(str(csv_file)) == [Sample(str(tmp_path / "a.png"), 0, "set", "set")]
 
 
 def test_read_dataset_header_only_csv(tmp_path):
     csv_file = tmp_path / "empty.csv"
     csv_file.write_text("path,label\n")
-    with pytest.raises(BenchError, match="no samples"):
+    with pytest.raises(BenchError, match="no readable images"):
         read_dataset(str(csv_file))
 
 
@@ -301,9 +329,11 @@ def test_genimage_never_lists_the_other_split(tmp_path, monkeypatch):
 
     root = tree(tmp_path / "GenImage", *GENIMAGE_FILES)
     listed = []
-    real_images_below = layouts._images_below
+    real_images_below = layouts.images_below
     monkeypatch.setattr(
-        layouts, "_images_below", lambda d: listed.append(d.parent.name) or real_images_below(d)
+        layouts,
+        "images_below",
+        lambda d, skipped: listed.append(Path(d).parent.name) or real_images_below(d, skipped),
     )
     read_dataset(str(root), split="val")
     assert set(listed) == {"val"}

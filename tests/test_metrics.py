@@ -7,7 +7,12 @@ import warnings
 
 import pytest
 
-from bench.metrics import METRICS, compute_metrics, per_generator_metrics
+from bench.metrics import (
+    METRICS,
+    compute_metrics,
+    per_generator_metrics,
+    single_class_generators,
+)
 
 # Six images. Sorted by prob, highest first: 0.9 F, 0.8 F, 0.7 R, 0.4 R, 0.3 F, 0.1 R.
 LABELS = [0, 0, 0, 1, 1, 1]
@@ -90,7 +95,7 @@ def test_bad_input_is_refused():
 
 def test_per_generator_rows_and_mean():
     # zeta: the six-image example; alpha: one real + one fake, both right;
-    # beta: two reals, one wrong (no fakes: F.Acc, AP, AUC are NaN and skipped in the mean).
+    # beta: two reals, one wrong (no fakes: F.Acc, AP, AUC undefined; left out of the mean).
     generators = ["zeta"] * 6 + ["alpha", "alpha", "beta", "beta"]
     labels = LABELS + [0, 1, 0, 0]
     probs = PROBS + [0.2, 0.9, 0.6, 0.1]
@@ -98,6 +103,8 @@ def test_per_generator_rows_and_mean():
         warnings.simplefilter("error")
         table = per_generator_metrics(generators, labels, probs)
     assert list(table.columns) == [
+        "kind",
+        "test_set",
         "generator",
         "n_real",
         "n_fake",
@@ -106,19 +113,59 @@ def test_per_generator_rows_and_mean():
         "acc",
         "ap",
         "auc",
+        "n_generators",
+        "note",
     ]
     assert list(table["generator"]) == ["alpha", "beta", "zeta", "mean"]
+    assert list(table["kind"]) == ["generator", "generator", "generator", "mean"]
     rows = table.set_index("generator")
     assert rows.loc["alpha", "acc"] == 1.0 and rows.loc["alpha", "auc"] == 1.0
     assert rows.loc["beta", "r_acc"] == 0.5 and math.isnan(rows.loc["beta", "ap"])
+    assert rows.loc["beta", "note"].startswith("reals only")
     assert rows.loc["zeta", "ap"] == pytest.approx(13 / 15)
     mean = rows.loc["mean"]
-    assert (mean["n_real"], mean["n_fake"]) == (6, 4)
-    assert mean["acc"] == pytest.approx((1 + 1 / 2 + 2 / 3) / 3)  # 13/18
-    assert mean["r_acc"] == pytest.approx((1 + 1 / 2 + 2 / 3) / 3)
-    assert mean["f_acc"] == pytest.approx((1 + 2 / 3) / 2)  # beta has no fakes
+    # The mean is over the two generators with both classes: alpha and zeta.
+    assert (mean["n_real"], mean["n_fake"], mean["n_generators"]) == (4, 4, 2)
+    assert mean["acc"] == pytest.approx((1 + 2 / 3) / 2)
+    assert mean["r_acc"] == pytest.approx((1 + 2 / 3) / 2)
+    assert mean["f_acc"] == pytest.approx((1 + 2 / 3) / 2)
     assert mean["ap"] == pytest.approx((1 + 13 / 15) / 2)
     assert mean["auc"] == pytest.approx((1 + 7 / 9) / 2)
+    assert mean["note"] == "mean over 2 generator(s); left out (one class only): beta"
+    assert single_class_generators(table) == ["beta"]
+
+
+def test_test_sets_keep_same_named_generators_apart():
+    # "Midjourney" in two sets: two rows, two set means, and the mean over both.
+    sets = ["GenImage"] * 2 + ["AIGIBench"] * 4
+    gens = ["Midjourney"] * 6
+    labels = [0, 1, 0, 1, 0, 1]
+    probs = [0.2, 0.9, 0.6, 0.4, 0.1, 0.8]  # GenImage: 2/2 right; AIGIBench: 2/4 right
+    table = per_generator_metrics(gens, labels, probs, test_sets=sets)
+    assert list(zip(table["kind"], table["test_set"], table["generator"], strict=True)) == [
+        ("generator", "AIGIBench", "Midjourney"),
+        ("generator", "GenImage", "Midjourney"),
+        ("set mean", "AIGIBench", "mean"),
+        ("set mean", "GenImage", "mean"),
+        ("mean", "", "mean"),
+    ]
+    assert list(table["acc"]) == [0.5, 1.0, 0.5, 1.0, 0.75]
+    assert list(table["n_real"]) == [2, 1, 2, 1, 3]
+
+
+def test_a_generator_named_mean_keeps_its_row():
+    table = per_generator_metrics(["mean", "mean", "b", "b"], [0, 1, 0, 1], [0.1, 0.9, 0.9, 0.1])
+    generator_rows = table[table["kind"] == "generator"]
+    assert list(generator_rows["generator"]) == ["b", "mean"]
+    assert list(generator_rows["acc"]) == [0.0, 1.0]
+    assert table[table["kind"] == "mean"]["acc"].item() == 0.5
+
+
+def test_only_single_class_generators_give_a_mean_that_says_so():
+    table = per_generator_metrics(["a", "b"], [1, 1], [0.9, 0.2])
+    mean = table[table["kind"] == "mean"].iloc[0]
+    assert mean["f_acc"] == 0.5 and math.isnan(mean["ap"]) and mean["n_generators"] == 2
+    assert "none has both classes" in mean["note"]
 
 
 def test_per_generator_threshold_is_passed_through():

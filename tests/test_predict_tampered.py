@@ -151,10 +151,11 @@ def test_unreadable_images_are_listed_and_the_others_scored(capsys, finished_run
     fifo = tmp_path / "pipe.png"
     os.mkfifo(fifo)
     code, out, err = _predict(capsys, finished_run, image, bomb, fifo, image)
-    assert code == 0
-    rows = [line.split("\t") for line in out.splitlines()]
+    assert code == 1  # every image scored or listed, and the exit status says some were not
+    head, *rows = [line.split("\t") for line in out.splitlines()]
+    assert head == ["p_fake", "path"]
     assert [r[1] for r in rows] == [image, str(bomb), str(fifo), image]
-    assert rows[1][0] == rows[2][0] == "skipped"
+    assert rows[1][0] == rows[2][0] == ""
     assert rows[0][0] == rows[3][0] and 0.0 <= float(rows[0][0]) <= 1.0
     assert any("decompression bomb" in line for line in err)
     assert any("not a regular file" in line for line in err)
@@ -175,7 +176,8 @@ def test_scores_already_computed_are_printed_before_a_failure(
     monkeypatch.setattr(SpectralLogReg, "predict_proba", second_call_breaks)
     code, out, err = _predict(capsys, finished_run, image, image)
     assert code == 2
-    assert len(out.splitlines()) == 1 and out.split("\t")[1].strip() == image
+    head, line = out.splitlines()
+    assert head == "p_fake\tpath" and line.split("\t")[1] == image
     assert len(err) == 1 and "not a probability" in err[0]
 
 

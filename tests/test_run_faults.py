@@ -95,7 +95,7 @@ def test_a_training_set_with_no_readable_image_fails_the_run(tmp_path, tiny_test
     skipped = _skipped(run_dir)
     assert len(skipped) == 6 and {split for split, _ in skipped.values()} == {"train"}
     assert {r for _, r in skipped.values()} == {"not an image format PIL can identify"}
-    assert not (tmp_path / "out" / "leaderboard.csv").exists()
+    assert not (tmp_path / "out" / "leaderboard_acc.csv").exists()
 
 
 def test_a_non_finite_first_loss_fails_the_run(tmp_path, tiny_tree, tiny_test_tree, monkeypatch):
@@ -104,7 +104,7 @@ def test_a_non_finite_first_loss_fails_the_run(tmp_path, tiny_tree, tiny_test_tr
     monkeypatch.setattr(SpectralLogReg, "fit", lambda self, train, ctx: [float("nan"), 0.5])
     with pytest.raises(BenchError, match="first step"):
         run(_spec(tmp_path, tiny_tree, tiny_test_tree), get_registry())
-    assert not (tmp_path / "out" / "leaderboard.csv").exists()
+    assert not (tmp_path / "out" / "leaderboard_acc.csv").exists()
 
 
 def test_an_error_after_the_run_started_is_printed_once(capsys, tmp_path, tiny_test_tree):
@@ -153,7 +153,7 @@ def test_disk_full_simulated_at_the_write_layer(
 
     real_evaluate = bench.runner.evaluate
 
-    def evaluate_until_full(detector, samples, factory, run_dir, ctx, spec):
+    def evaluate_until_full(detector, samples, factory, run_dir, ctx, *rest):
         monkeypatch.setattr(bench.run_files, "atomic_write_text", _disk_full)
         (run_dir / "predictions.csv").write_text("path,generator,label,prob\n")
         _disk_full()
@@ -169,7 +169,7 @@ def test_disk_full_simulated_at_the_write_layer(
     config = json.loads((run_dir / "config.json").read_text())  # rewritten in place
     assert config["status"] == "failed" and "No space left" in config["error"]
     assert (run_dir / "state.safetensors").is_file()  # what was produced is kept
-    assert not _tmp_files(out) and not (out / "leaderboard.csv").exists()
+    assert not _tmp_files(out) and not (out / "leaderboard_acc.csv").exists()
     assert real_evaluate is not evaluate_until_full
 
 
@@ -235,12 +235,14 @@ def test_non_utf8_file_and_folder_names_end_to_end(tmp_path, tiny_tree, tiny_tes
     assert "\\xff\\xfe.png" in predictions and "gen_\\xe9" in predictions
     assert "gen_\\xe9" in (run_dir / "metrics.csv").read_text(encoding="utf-8")
     assert "junk_\\xff.png" in (run_dir / "skipped.txt").read_text(encoding="utf-8")
-    assert "train_\\xe9" in (out / "leaderboard.csv").read_text(encoding="utf-8")
+    assert "train_\\xe9" in (out / "leaderboard_acc.csv").read_text(encoding="utf-8")
     image = fake + b"/\xff\xfe.png"
     predict = [sys.executable, "-c", "import sys; from bench.cli import main; sys.exit(main())"]
     predict += ["predict", "--run", str(run_dir), os.fsdecode(image), "--device", "cpu"]
     env = {**os.environ, "PYTHONPATH": str(ROOT)}
     done = subprocess.run(predict, capture_output=True, env=env)
     assert done.returncode == 0, done.stderr.decode(errors="replace")
-    score, printed = done.stdout.rstrip(b"\n").split(b"\t")
+    header, line = done.stdout.rstrip(b"\n").split(b"\n")
+    assert header == b"p_fake\tpath"
+    score, printed = line.split(b"\t")
     assert printed == image and 0.0 <= float(score) <= 1.0  # the path's own bytes come back

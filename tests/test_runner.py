@@ -44,29 +44,50 @@ def test_builtin_detector_learns_and_the_run_folder_is_complete(
     assert config["loss_last"] < config["loss_first"]
     metrics = pd.read_csv(run_dir / "metrics.csv")
     assert list(metrics["generator"]) == ["gan_a", "gan_b", "mean"]
+    assert list(metrics["kind"]) == ["generator", "generator", "mean"]
+    assert set(metrics["test_set"].dropna()) == {"tiny-test-tree0"}
     # held-out images drawn with another seed: the detector must have learned the trace
     assert metrics.set_index("generator").loc["mean", "acc"] > 0.9
     with open(run_dir / "predictions.csv") as fh:
         rows = list(csv.DictReader(fh))
-    assert len(rows) == 48 and all(0.0 <= float(r["prob"]) <= 1.0 for r in rows)
+    assert len(rows) == 48 and all(0.0 <= float(r["p_fake"]) <= 1.0 for r in rows)
+    assert list(rows[0]) == ["path", "test_set", "generator", "label", "p_fake"]
     out = tmp_path / "out"
-    assert (out / "leaderboard.csv").is_file() and (out / "leaderboard.md").is_file()
-
-
-def test_rows_accumulate_and_upsert(tmp_path, tiny_tree, tiny_test_tree):
-    registry = get_registry()
-    run(spec(tmp_path, tiny_tree, tiny_test_tree, epochs=2), registry)
-    run(
-        spec(
-            tmp_path, tiny_tree, tiny_test_tree, epochs=2, options={"spectral_logreg": {"bins": 8}}
-        ),
-        registry,
+    assert (out / "leaderboard_acc.csv").is_file() and (out / "leaderboard_acc.md").is_file()
+    assert (
+        config["config"]
+        and config["seed"] == 0
+        and config["identity"]["test"][0][0] == ("tiny-test-tree0")
     )
-    board = pd.read_csv(tmp_path / "out" / "leaderboard.csv")
-    assert len(board) == 1  # same (label, train): the second run replaced the first
-    run(spec(tmp_path, tiny_tree, tiny_test_tree, epochs=2, train_name="other"), registry)
-    board = pd.read_csv(tmp_path / "out" / "leaderboard.csv")
-    assert list(board["train"]) == ["tiny-tree0", "other"]
+
+
+def test_an_ablation_sequence_leaves_one_row_per_configuration(tmp_path, tiny_tree, tiny_test_tree):
+    """Options, epochs and seeds changed run after run into one --out: nothing is lost."""
+    registry = get_registry()
+    small = {"input_size": 32}
+
+    def ablation(epochs=2, seed=0, **options):
+        opts = {"spectral_logreg": {**small, **options}}
+        return run(
+            spec(tmp_path, tiny_tree, tiny_test_tree, epochs=epochs, seed=seed, options=opts),
+            registry,
+        )
+
+    first = ablation()
+    again = ablation()  # the same configuration and seed: replaces its run
+    ablation(bins=8)
+    ablation(epochs=3)
+    ablation(seed=1)  # another seed of the first configuration: joins its row
+    board = pd.read_csv(tmp_path / "out" / "leaderboard_acc.csv", dtype={"seeds": str})
+    assert list(board["detector"]) == [
+        "spectral_logreg (bins=24, epochs=2)",
+        "spectral_logreg (bins=8, epochs=2)",
+        "spectral_logreg (bins=24, epochs=3)",
+    ]
+    assert list(board["seeds"]) == ["0 1", "0", "0"]
+    assert len(set(board["config"])) == 3
+    runs = sorted(p.name for p in (tmp_path / "out" / "runs").iterdir())
+    assert len(runs) == 5 and first.name in runs and again.name in runs  # every run kept
 
 
 def test_unreadable_images_are_recorded_as_skipped(tmp_path, tiny_tree):
@@ -76,7 +97,8 @@ def test_unreadable_images_are_recorded_as_skipped(tmp_path, tiny_tree):
     shutil.copytree(tiny_tree, test)
     (test / "gan_a" / "0_real" / "broken.png").write_bytes(b"not an image")
     run_dir = run(spec(tmp_path, tiny_tree, test, epochs=1), get_registry())
-    assert "broken.png" in (run_dir / "skipped.txt").read_text()
+    skipped = (run_dir / "skipped.txt").read_text().splitlines()
+    assert any(line.startswith("test\t") and "broken.png" in line for line in skipped)
 
 
 def test_trainable_detector_without_train_set_is_refused(tmp_path, tiny_tree):
@@ -95,4 +117,4 @@ def test_saved_state_reproduces_predictions(tmp_path, tiny_tree, tiny_test_tree)
         rows = list(csv.DictReader(fh))[:4]
     again = predict_images(run_dir, [r["path"] for r in rows], device="cpu")
     for row, (_, prob) in zip(rows, again, strict=True):
-        assert abs(float(row["prob"]) - prob) < 1e-5
+        assert abs(float(row["p_fake"]) - prob) < 1e-5

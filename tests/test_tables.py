@@ -87,6 +87,8 @@ def test_shipped_spec_parses_and_names_known_components(name: str) -> None:
 @pytest.mark.parametrize("name", available_specs())
 def test_shipped_spec_matches_its_paper_table(name: str) -> None:
     spec = load_spec(name)
+    if spec.kind == "robustness":
+        pytest.skip("robustness tables are not in the paper")
     assert spec.paper_table is not None
     matched = tables.paper_rows(spec)  # each paper_row names exactly one printed row
     assert set(matched) == {r.label for r in spec.rows if r.paper_row}
@@ -177,11 +179,17 @@ def test_cli_reports_a_bad_data_root_in_one_line(tmp_path: Path, capsys) -> None
     assert code == 2 and err.startswith("bench: error:") and "\n" not in err
 
 
-def test_generator_folders_may_not_repeat_across_test_sets(tmp_path: Path) -> None:
-    for root in ("a", "b"):
-        (tmp_path / root / "Midjourney").mkdir(parents=True)
-    with pytest.raises(BenchError, match="'Midjourney' is in both"):
-        tables.check_generator_names([str(tmp_path / "a"), str(tmp_path / "b")])
+def test_spec_test_entries_are_named_and_names_unique(tmp_path: Path) -> None:
+    spec = load_spec("table1_genimage")
+    names = [n for n, _ in spec.presets["paper"].test]
+    assert names == ["GenImage", "ForenSynths", "UniversalFakeDetect", "AIGIBench"]
+    path = write_spec(
+        tmp_path / "dup.toml",
+        '[presets.demo]\ntrain = "a"\ntest = [{ name = "X", path = "b" }, { name = "X", path = "c" }]\n'
+        '\n[[rows]]\nlabel = "x"\ndetector = "spectral_logreg"\n',
+    )
+    with pytest.raises(BenchError, match="two test sets are named 'X'"):
+        load_spec(path)
 
 
 # ------------------------------------------------------------------ rendering and reuse
@@ -189,25 +197,26 @@ def test_generator_folders_may_not_repeat_across_test_sets(tmp_path: Path) -> No
 
 def fake_run(out: Path, spec: RunSpec, run_id: str, metrics: list[tuple]) -> None:
     """A finished run folder and its index row, as `bench run` would leave them."""
+    from bench import leaderboard
+    from bench.run_data import name_test_sets
+    from bench.run_identity import config_key
+    from bench.runner import identity_of
+
     resolved = resolve_components(get_registry(), spec)
+    tests = name_test_sets(spec.test)
+    key = config_key(identity_of(spec, resolved, tests))
     run_dir = out / "runs" / run_id
     run_dir.mkdir(parents=True)
-    config = {
-        "label": spec.label,
-        "status": "finished",
-        "spec": {"train": spec.train, "test": spec.test, "seed": 0, "max_per_class": None},
-        "detector": {"name": spec.detector, "options": resolved.detector_options},
-        "addons": [],
-    }
+    config = {"label": spec.label, "status": "finished", "config": key, "seed": spec.seed}
     (run_dir / "config.json").write_text(json.dumps(config), encoding="utf-8")
-    lines = ["generator,n_real,n_fake,r_acc,f_acc,acc,ap,auc"]
-    lines += [",".join(str(v) for v in row) for row in metrics]
+    lines = ["kind,test_set,generator,n_real,n_fake,r_acc,f_acc,acc,ap,auc,n_generators,note"]
+    for row in metrics:
+        kind, test_set = ("mean", "") if row[0] == "mean" else ("generator", tests[0][0])
+        lines.append(",".join([kind, test_set, *(str(v) for v in row), "1", ""]))
     (run_dir / "metrics.csv").write_text("\n".join(lines) + "\n", encoding="utf-8")
-    index = out / "leaderboard_index.csv"
-    if not index.exists():
-        index.write_text("label,train,run_id,finished_at\n", encoding="utf-8")
-    with open(index, "a", encoding="utf-8") as fh:
-        fh.write(f"{spec.label},{spec.train_name},{run_id},2025-01-01T00:00:00+00:00\n")
+    leaderboard.record(
+        out, config=key, seed=spec.seed, label=spec.label, train=spec.train_name, run_id=run_id
+    )
 
 
 def row_spec(label: str, train: Path, test: Path, **options) -> RunSpec:
@@ -307,7 +316,10 @@ def test_a_failing_row_is_recorded_and_the_rest_still_drawn(tmp_path, tiny_tree,
 
 def test_paper_preset_prints_the_papers_rows_beside_ours(tmp_path, tiny_tree, monkeypatch):
     data = tmp_path / "data"
-    (data / "GenImage" / "ADM").mkdir(parents=True)
+    for cls in ("ai", "nature"):  # GenImage's own layout, one generator
+        folder = data / "GenImage" / "ADM" / "imagenet_ai_0508_adm" / "val" / cls
+        folder.mkdir(parents=True)
+        (folder / "x.png").write_bytes(b"listing does not decode")
     (data / "train").symlink_to(tiny_tree, target_is_directory=True)
     spec = write_spec(
         tmp_path / "paper_table.toml",
@@ -321,7 +333,7 @@ mean_column = "mAcc."
 train = "{data_root}/train"
 train_name = "tiny"
 test = ["{data_root}/GenImage"]
-columns = { "ADM" = "ADM", "GLIDE" = "glide" }
+columns = { "ADM" = "GenImage/adm", "GLIDE" = "glide" }
 
 [[rows]]
 label = "logreg"
@@ -345,7 +357,13 @@ paper_row = "+NULL-Space"
         run_spec.preset = "paper"
         fake_run(out, run_spec, f"run-{label}", metrics)
     monkeypatch.setattr(tables, "run", no_runs)
-    csv_path, md_path = tables.run_table(spec, preset="paper", data_root=data, out=out)
+    # GLIDE matches no generator in the data: an error naming what is there, before any run...
+    with pytest.raises(BenchError, match=r"column 'GLIDE' \(glide\) matches no generator"):
+        tables.run_table(spec, preset="paper", data_root=data, out=out, progress=False)
+    # ... unless the user accepts an empty column.
+    csv_path, md_path = tables.run_table(
+        spec, preset="paper", data_root=data, out=out, allow_missing=True
+    )
     with open(csv_path, newline="", encoding="utf-8") as fh:
         rows = [
             (r["source"], r["method"], r["ADM"], r["GLIDE"], r["mAcc."]) for r in csv.DictReader(fh)
@@ -354,7 +372,45 @@ paper_row = "+NULL-Space"
         ("ours", "logreg", "50.0", "–", "50.0"),
         ("paper", "UnivFD (paper)", "12.7", "75.6", "66.8"),
         ("ours", "logreg-coarse", "50.0", "–", "50.0 (+0.0)"),
-        ("paper", "+NULL-Space (paper)", "59.5", "74.9", "80.7 (+13.9)"),
+        # A leading "+" would start a spreadsheet formula: the CSV cell is quoted as text.
+        ("paper", "'+NULL-Space (paper)", "59.5", "74.9", "80.7 (+13.9)"),
     ]
     text = md_path.read_text(encoding="utf-8")
     assert "(paper preset)" in text and "Demo preset" not in text
+    assert "- Missing: column 'GLIDE' (glide) matches no generator" in text
+
+
+# ------------------------------------------------------------------ column matching
+
+AVAILABLE = [("GenImage", "Midjourney"), ("GenImage", "glide"), ("AIGIBench", "Midjourney")]
+AVAILABLE += [("AIGIBench", "GLIDE"), ("AIGIBench", "DALLE-3")]
+
+
+def test_columns_match_set_and_generator_ignoring_case_and_separators() -> None:
+    from bench.table_columns import resolve_columns
+
+    columns = {
+        "GLIDE": ["GenImage/Glide"],
+        "Midjourney-V6": ["AIGIBench/Midjourney-V6", "AIGIBench/Midjourney"],
+        "DALLE3": ["AIGIBench/dalle_3"],
+    }
+    resolved, notes = resolve_columns(columns, AVAILABLE, "spec")
+    assert resolved == [
+        ("GLIDE", ("GenImage", "glide")),
+        ("Midjourney-V6", ("AIGIBench", "Midjourney")),  # the alias, never GenImage's
+        ("DALLE3", ("AIGIBench", "DALLE-3")),
+    ]
+    assert notes == []
+
+
+def test_a_column_matching_nothing_names_the_nearest() -> None:
+    from bench.table_columns import resolve_columns
+
+    with pytest.raises(BenchError, match="nearest: AIGIBench/Midjourney .*--allow-missing"):
+        resolve_columns({"MJ": ["AIGIBench/Midjourney-V6"]}, AVAILABLE, "spec")
+    resolved, notes = resolve_columns(
+        {"MJ": ["AIGIBench/Midjourney-V6"]}, AVAILABLE, "spec", allow_missing=True
+    )
+    assert resolved == [("MJ", None)] and "matches no generator" in notes[0]
+    with pytest.raises(BenchError, match="matches GenImage/Midjourney, AIGIBench/Midjourney"):
+        resolve_columns({"MJ": ["midjourney"]}, AVAILABLE, "spec")  # no set: ambiguous
