@@ -64,7 +64,9 @@ def test_detector_contract(name, contract_tree):
     if cls.trainable:
         steps = len(losses) // epochs
         assert steps >= 1 and all(map(lambda v: v == v, losses))
-        first, last = sum(losses[:steps]) / steps, sum(losses[-steps:]) / steps
+        # The last quarter (2 epochs), not the last epoch: an epoch is two batches of 8, and
+        # a from-scratch BatchNorm network's batch loss swings with the batch's class mix.
+        first, last = sum(losses[:steps]) / steps, sum(losses[-2 * steps :]) / (2 * steps)
         assert last < first, f"{name}: loss did not fall ({first:.4f} -> {last:.4f})"
 
     loader = make_loader(
