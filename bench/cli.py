@@ -12,6 +12,13 @@ from typing import Any
 from bench.cli_pictures import COMMANDS as PICTURE_COMMANDS
 from bench.cli_pictures import add_commands as add_picture_commands
 from bench.cli_pictures import add_run_flags, run_fields
+from bench.cli_scale import (
+    add_scale_flags,
+    add_table_flags,
+    check_num_processes,
+    launched,
+    resumed_spec,
+)
 from bench.errors import BenchError, Terminated
 from bench.text import printable
 
@@ -106,6 +113,7 @@ def build_parser() -> argparse.ArgumentParser:
     )
     run.add_argument("--quiet", action="store_true", help="no progress bars or log echo")
     add_run_flags(run)
+    add_scale_flags(run)
 
     ls = sub.add_parser("list", help="list registered components")
     ls.add_argument("kind", nargs="?", choices=sorted(KIND_WORDS), help="only this kind")
@@ -161,6 +169,7 @@ def build_parser() -> argparse.ArgumentParser:
         help="draw spec columns that match no generator as missing instead of stopping",
     )
     tb.add_argument("--quiet", action="store_true", help="no progress bars or log echo")
+    add_table_flags(tb)
     add_picture_commands(sub)
     return parser
 
@@ -249,6 +258,7 @@ def spec_from_args(args: argparse.Namespace) -> Any:
         progress=not args.quiet,
         metric=pick(args.metric, "metric", "acc"),
         name=pick(args.name, "name"),
+        train_name=pick(args.train_name, "train_name"),
         seen=list(args.seen if args.seen is not None else cfg.get("seen", [])),
         **run_fields(args, cfg, f"config file {args.config}"),
     )
@@ -293,12 +303,19 @@ def use_demo(spec: Any, entries: list[Any]) -> None:
 
 
 def cmd_run(args: argparse.Namespace) -> int:
+    from bench.distributed import close_all
     from bench.plugins import get_registry
     from bench.run_checks import check_out, check_preset
     from bench.runner import choose_device, resolve_components, run
 
-    spec = spec_from_args(args)
-    seeds = seeds_of(args, read_toml_quiet(args.config))
+    check_num_processes(args.num_processes)
+    if args.resume is not None:
+        spec = resumed_spec(args)
+        seeds = [spec.seed]
+    else:
+        spec = spec_from_args(args)
+        spec.checkpoint_every, spec.log_with = args.checkpoint_every, args.log_with
+        seeds = seeds_of(args, read_toml_quiet(args.config))
     registry = get_registry()
     # Names, values, options, preset, output folder and device all fail before the demo build.
     resolve_components(registry, spec)
@@ -310,13 +327,18 @@ def cmd_run(args: argparse.Namespace) -> int:
     check_preset(spec, entries, every_preset)
     check_out(spec.out)
     choose_device(spec.device)
-    if not spec.train and not spec.test:
+    if not spec.train and not spec.test and args.resume is None:
         use_demo(spec, entries)
+    status = launched(args, spec)  # --num-processes N: the launcher runs this command N times
+    if status is not None:
+        return status
     for i, seed in enumerate(seeds):
         if len(seeds) > 1 and spec.progress:
             print(f"bench: seed {seed} ({i + 1} of {len(seeds)})", file=sys.stderr)
-        run_dir = run(dataclasses.replace(spec, seed=seed), registry)
-        print(printable(str(run_dir)), flush=True)
+        run_dir = run(dataclasses.replace(spec, seed=seed), registry, resume=args.resume)
+        if os.environ.get("RANK", "0") == "0":  # under a launcher, process 0 says it
+            print(printable(str(run_dir)), flush=True)
+    close_all()
     return 0
 
 
@@ -502,6 +524,7 @@ def main(argv: list[str] | None = None) -> int:
             stream.reconfigure(errors="surrogateescape")
     parser = build_parser()
     args = parser.parse_args(argv)
+    args.argv = list(sys.argv[1:] if argv is None else argv)  # what a launcher repeats
     if not args.command:
         parser.print_help()
         return 0
