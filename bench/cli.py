@@ -17,6 +17,7 @@ from bench.cli_scale import (
     add_table_flags,
     check_num_processes,
     launched,
+    parse_devices,
     resumed_spec,
 )
 from bench.errors import BenchError, Terminated
@@ -471,6 +472,14 @@ def cmd_table(args: argparse.Namespace) -> int:
         check_int("workers", args.workers)
     if args.out is not None:
         check_out(args.out)
+    jobs = args.jobs
+    if jobs is not None and (jobs < 1 or jobs > 1024):
+        raise BenchError(f"--jobs must be a whole number from 1 to 1024, got {jobs}")
+    devices = parse_devices(args.devices, args.device) if args.devices is not None else None
+    if jobs is None:
+        jobs = len(devices) if devices else 1
+    if args.plan and (args.jobs is not None or devices is not None):
+        raise BenchError("--plan writes the rows for others to run: drop --jobs/--devices")
     try:
         from bench.tables import run_table
     except ImportError:
@@ -485,6 +494,9 @@ def cmd_table(args: argparse.Namespace) -> int:
         progress=not args.quiet,
         overrides=args.set,
         allow_missing=args.allow_missing,
+        plan=args.plan,
+        jobs=jobs,
+        devices=devices,
     ):
         print(path)
     return 0

@@ -46,8 +46,16 @@ def run_table(
     progress: bool = True,
     overrides: list[str] | None = None,
     allow_missing: bool = False,
+    plan: bool = False,
+    jobs: int = 1,
+    devices: list[str] | None = None,
 ) -> list[Path]:
-    """Run the rows that are not finished yet, then write OUT/<name>.csv and OUT/<name>.md."""
+    """Run the rows that are not finished yet, then write OUT/<name>.csv and OUT/<name>.md.
+
+    plan: write the unfinished rows as `bench run` commands (OUT/plan/) instead, and
+    return the scripts' paths; jobs > 1: run that many rows at once (``bench.table_plan``),
+    each on the next of ``devices``, then draw the table from their runs.
+    """
     from bench.plugins import get_registry
 
     spec = load_spec(spec_path_or_name)
@@ -66,13 +74,63 @@ def run_table(
     paper = paper_rows(spec) if preset == "paper" else {}  # a bad paper_row fails before training
     out_dir = Path(out) if out is not None else Path("results") / "tables" / preset
     train_name = chosen.train_name or dataset_name(train)
+    if plan or jobs > 1:
+        from bench.table_plan import planned_rows, run_parallel, write_plan
+
+        planned = planned_rows(spec, row_specs(spec, chosen, preset, train, tests, out_dir,
+                                               device, workers, progress, train_name),
+                               out_dir, registry)  # fmt: skip
+        if plan:
+            return write_plan(spec, preset, out_dir, planned, progress)
+        run_parallel(planned, out_dir, jobs, devices or [device], progress)
     results, failures = [], []
-    for number, row in enumerate(spec.rows, start=1):
+    for number, row, run_spec, reason in row_specs(
+        spec, chosen, preset, train, tests, out_dir, device, workers, progress, train_name
+    ):
         where = f"row {number} of {len(spec.rows)} ({row.label})"
-        reason = skip_reason(row, registry) if row.unavailable else None
         if reason:
             log(f"{where}: skipped: {reason}", progress)
             results.append(RowResult(row, note=f"skipped: {reason}"))
+            continue
+        result = run_row(row, run_spec, out_dir, registry, progress, where, start=jobs <= 1)
+        if result.note:
+            failures.append(f"{row.label}: {result.note}")
+        results.append(result)
+    if spec.kind == "robustness":
+        from bench.robustness_table import render_robustness
+
+        paths = render_robustness(spec, preset, train_name, results, registry, out_dir)
+    else:
+        paths = render(spec, preset, train_name, results, paper, out_dir, columns, missing)
+    if failures:
+        raise BenchError(
+            f"{len(failures)} row(s) of {spec.name} failed ({'; '.join(failures)}); "
+            f"the other rows are in {paths[1]}"
+        )
+    return paths
+
+
+def row_specs(
+    spec: TableSpec,
+    chosen: TablePreset,
+    preset: str,
+    train: str,
+    tests: list[tuple[str, str]],
+    out_dir: Path,
+    device: str,
+    workers: int | None,
+    progress: bool,
+    train_name: str,
+) -> list[tuple[int, TableRow, RunSpec | None, str | None]]:
+    """(number, row, its RunSpec, None) per row; (number, row, None, why) for a row skipped."""
+    from bench.plugins import get_registry
+
+    registry = get_registry()
+    out = []
+    for number, row in enumerate(spec.rows, start=1):
+        reason = skip_reason(row, registry) if row.unavailable else None
+        if reason:
+            out.append((number, row, None, reason))
             continue
         run_spec = RunSpec(
             detector=row.detector,
@@ -92,22 +150,8 @@ def run_table(
             seen=list(chosen.seen),
             perturb={k: dict(v) for k, v in spec.perturb.items()},
         )
-        result = run_row(row, run_spec, out_dir, registry, progress, where)
-        if result.note:
-            failures.append(f"{row.label}: {result.note}")
-        results.append(result)
-    if spec.kind == "robustness":
-        from bench.robustness_table import render_robustness
-
-        paths = render_robustness(spec, preset, train_name, results, registry, out_dir)
-    else:
-        paths = render(spec, preset, train_name, results, paper, out_dir, columns, missing)
-    if failures:
-        raise BenchError(
-            f"{len(failures)} row(s) of {spec.name} failed ({'; '.join(failures)}); "
-            f"the other rows are in {paths[1]}"
-        )
-    return paths
+        out.append((number, row, run_spec, None))
+    return out
 
 
 def table_columns(
@@ -135,11 +179,22 @@ def table_columns(
 
 
 def run_row(
-    row: TableRow, spec: RunSpec, out_dir: Path, registry: Any, progress: bool, where: str = ""
+    row: TableRow,
+    spec: RunSpec,
+    out_dir: Path,
+    registry: Any,
+    progress: bool,
+    where: str = "",
+    start: bool = True,
 ) -> RowResult:
-    """Reuse a finished run or start one; a failing row is reported, not fatal to the table."""
+    """Reuse a finished run, resume a stopped one or start one; a failing row is reported,
+    not fatal to the table. start=False: only reuse (the rows ran in parallel already)."""
+    from bench.run_resume import unfinished_run
+
     where = where or row.label
     run_dir = reusable_run(out_dir, spec, registry)
+    if run_dir is None and not start:
+        return RowResult(row, note="failed: see its log in plan/logs/")
     if run_dir is not None and spec.perturb:
         from bench.robustness_table import ensure_sweep
 
@@ -149,9 +204,11 @@ def run_row(
     if run_dir is not None:
         log(f"{where}: reusing finished run {run_dir.name}", progress)
     else:
-        log(f"{where}: running {'+'.join([spec.detector, *spec.addons])}", progress)
+        stopped = unfinished_run(out_dir, row_key(spec, registry), spec.seed)
+        what = f"resuming {stopped.name}" if stopped else "running"
+        log(f"{where}: {what} {'+'.join([spec.detector, *spec.addons])}", progress)
         try:
-            run_dir = run(spec, registry)
+            run_dir = run(spec, registry, resume=stopped) if stopped else run(spec, registry)
         except Exception as exc:  # one broken detector must not cost the other rows
             if not isinstance(exc, BenchError):
                 traceback.print_exc()  # a bug, not bad input: keep what is needed to fix it
@@ -234,12 +291,7 @@ def demo_root(progress: bool) -> Path:
 
 def reusable_run(out_dir: Path, spec: RunSpec, registry: Any) -> Path | None:
     """The finished run in OUT's index with this row's configuration and seed, if any."""
-    from bench.run_data import name_test_sets
-    from bench.run_identity import config_key
-    from bench.runner import identity_of
-
-    resolved = resolve_components(registry, spec)
-    key = config_key(identity_of(spec, resolved, name_test_sets(spec.test)))
+    key = row_key(spec, registry)
     for entry in leaderboard.read_index(out_dir):
         if (entry.get("config"), entry.get("seed")) != (key, str(spec.seed)):
             continue
@@ -251,6 +303,16 @@ def reusable_run(out_dir: Path, spec: RunSpec, registry: Any) -> Path | None:
         if config.get("status") == "finished" and (run_dir / "metrics.csv").is_file():
             return run_dir
     return None
+
+
+def row_key(spec: RunSpec, registry: Any) -> str:
+    """The configuration key a row's run has (``bench.run_identity``)."""
+    from bench.run_data import name_test_sets
+    from bench.run_identity import config_key
+    from bench.runner import identity_of
+
+    resolved = resolve_components(registry, spec)
+    return config_key(identity_of(spec, resolved, name_test_sets(spec.test)))
 
 
 def read_scores(run_dir: Path) -> dict[tuple[str, str], dict[str, float]]:
