@@ -9,6 +9,7 @@ interrupted and resumed by `bench table`.
 from __future__ import annotations
 
 import csv
+import importlib.util
 import json
 import multiprocessing
 import os
@@ -82,7 +83,7 @@ def reference(tmp_path_factory, tiny_tree, tiny_test_tree) -> Path:
         out=str(out),
         progress=False,
         workers=0,
-        log_with="tensorboard",
+        log_with="tensorboard" if importlib.util.find_spec("tensorboard") else None,
     )
     return run(spec, get_registry())
 
@@ -233,6 +234,7 @@ options = {{ spectral_logreg = {{ epochs = {EPOCHS}, batch_size = {BATCH} }} }}
 
 
 def test_tensorboard_events_hold_every_step_and_the_final_metrics(reference):
+    pytest.importorskip("tensorboard", reason="the test extra installs tensorboard")
     from tensorboard.backend.event_processing.event_accumulator import EventAccumulator
 
     folders = list((reference / "tracking").iterdir())
