@@ -19,6 +19,9 @@ from bench.options import merge_options
 from bench.registry import Registry
 from bench.run_files import (
     RunLog,
+    finish_run,
+    note_checkpoints,
+    quiet,
     record_failure,
     report_skipped,
     split_of_paths,
@@ -228,7 +231,7 @@ def run(spec: RunSpec, registry: Registry, resume: str | os.PathLike[str] | None
     from bench.run_checks import check_out
     from bench.run_data import listed_entries, log_listings, read_data, seen_columns
     from bench.run_identity import config_key
-    from bench.run_resume import RunLock, read_run_config
+    from bench.run_resume import read_run_config
     from bench.tracking import Tracker
 
     previous = read_run_config(resume) if resume is not None else None
@@ -267,15 +270,7 @@ def run(spec: RunSpec, registry: Registry, resume: str | os.PathLike[str] | None
     device, amp = choose_device(device, precision)
     captions = load_caption_sidecars([p for p in [spec.train, *data_roots(data)] if p])
     out = Path(spec.out)
-    lock = None
-    if processes.main:
-        if resume is not None:
-            run_dir = Path(resume)
-        else:
-            run_dir = out / "runs" / new_run_id(spec.label, train_name)
-            run_dir.mkdir(parents=True, exist_ok=False)
-        lock = RunLock(run_dir).acquire()
-    run_dir = Path(processes.broadcast(str(run_dir) if processes.main else None))
+    run_dir, lock = open_run_dir(processes, out, resume, spec.label, train_name)
     log: Any = RunLog(run_dir / "log.txt", echo=spec.progress) if processes.main else quiet
     workers = spec.workers if spec.workers is not None else default_workers()
     config = {
@@ -447,43 +442,21 @@ def run(spec: RunSpec, registry: Registry, resume: str | os.PathLike[str] | None
     return run_dir
 
 
-def quiet(message: str, *, echo: bool | None = None) -> None:
-    """The log of a process other than 0: process 0 writes the run's log."""
+def open_run_dir(
+    processes: Any, out: Path, resume: Any, label: str, train_name: str
+) -> tuple[Path, Any]:
+    """(the run folder, process 0's lock on it): a new folder, or the one to resume."""
+    from bench.run_resume import RunLock
 
-
-def note_checkpoints(checkpoints: Any, config: dict, previous: Any, log: Any) -> None:
-    """Record where a resumed run went on from; say when a detector's loop keeps none."""
-    if checkpoints is None:
-        return
-    if checkpoints.resumed_at is not None:
-        config["resumed_at_step"] = checkpoints.resumed_at
-    elif previous is not None:
-        log(
-            "resumed without a checkpoint: training started over"
-            + ("" if checkpoints.used else " (this detector's own loop writes none)")
-        )
-
-
-def finish_run(
-    spec: RunSpec, out: Path, key: str, train_name: str, run_dir: Path, log: Any
-) -> None:
-    """The leaderboard row and tables (under one lock: parallel runs lose no row), plots."""
-    from bench import leaderboard
-
-    paths = leaderboard.record_and_write(
-        out,
-        config=key,
-        seed=spec.seed,
-        label=spec.label,
-        train=train_name,
-        run_id=run_dir.name,
-        metric=spec.metric,
-    )
-    log(f"leaderboard: {', '.join(str(p) for p in paths)}")
-    if spec.plots:
-        from bench.plots import plot_run_logged
-
-        plot_run_logged(run_dir, spec.metric, log)
+    lock, run_dir = None, None
+    if processes.main:
+        if resume is not None:
+            run_dir = Path(resume)
+        else:
+            run_dir = out / "runs" / new_run_id(label, train_name)
+            run_dir.mkdir(parents=True, exist_ok=False)
+        lock = RunLock(run_dir).acquire()
+    return Path(processes.broadcast(str(run_dir) if run_dir else None)), lock
 
 
 def data_roots(data: Any) -> list[str]:
