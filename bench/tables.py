@@ -74,7 +74,8 @@ def run_table(
     paper = paper_rows(spec) if preset == "paper" else {}  # a bad paper_row fails before training
     out_dir = Path(out) if out is not None else Path("results") / "tables" / preset
     train_name = chosen.train_name or dataset_name(train)
-    if plan or jobs > 1:
+    parallel = jobs > 1 or devices is not None
+    if plan or parallel:
         from bench.table_plan import planned_rows, run_parallel, write_plan
 
         planned = planned_rows(spec, row_specs(spec, chosen, preset, train, tests, out_dir,
@@ -92,7 +93,7 @@ def run_table(
             log(f"{where}: skipped: {reason}", progress)
             results.append(RowResult(row, note=f"skipped: {reason}"))
             continue
-        result = run_row(row, run_spec, out_dir, registry, progress, where, start=jobs <= 1)
+        result = run_row(row, run_spec, out_dir, registry, progress, where, start=not parallel)
         if result.note:
             failures.append(f"{row.label}: {result.note}")
         results.append(result)
