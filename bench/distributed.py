@@ -6,8 +6,8 @@
 ``PartialState`` joins them into one process group: NCCL between GPUs, gloo between CPU
 processes (and, beside NCCL, a gloo group for the small host-side exchanges).
 
-- Training is data-parallel: every process draws the same batches of the epoch (the
-  order one process would draw), takes its own part of each, and after each backward the
+- Training is data-parallel: every process's loader yields its own contiguous part of
+  each batch one process would draw (bench.data.pipeline), and after each backward the
   gradients of all processes are summed, each weighted by its share of the batch's
   readable images (one all-reduce of the flattened gradients per step), so every process
   steps the same optimiser with the gradient of the whole batch.
@@ -15,7 +15,8 @@ processes (and, beside NCCL, a gloo group for the small host-side exchanges).
   predicted once, in the very batch a single process would use; the scores meet on
   process 0, which alone writes the run's files.
 
-A single process (the default) has ``Processes()``: every method is then a no-op.
+A single process (the default) has ``SINGLE``: its host-side exchanges return at once,
+and the training loop never asks it to average gradients.
 Import-light: torch loads inside the methods that need it.
 """
 
@@ -83,10 +84,6 @@ class Processes:
         dist.all_gather_object(out, obj, group=self.host_group)
         return out
 
-    def any(self, flag: bool) -> bool:
-        """True on every process when ``flag`` is true on one of them."""
-        return any(self.all_gather(bool(flag))) if self.several else bool(flag)
-
     # --- training -----------------------------------------------------------------------
     def average_gradients(self, params: list[Any], count: int, loss: Any) -> Any:
         """Make every process's gradients the whole batch's; returns the batch's mean loss.
@@ -143,16 +140,6 @@ class Processes:
             if dist.is_initialized():
                 dist.barrier(group=self.host_group)
                 dist.destroy_process_group()
-
-    def gather_to_main(self, obj: Any) -> list[Any]:
-        """Every process's ``obj`` in rank order on process 0 (others get [])."""
-        if not self.several:
-            return [obj]
-        import torch.distributed as dist
-
-        out: list[Any] | None = [None] * self.world if self.main else None
-        dist.gather_object(obj, out, dst=0, group=self.host_group)
-        return out or []
 
 
 SINGLE = Processes()

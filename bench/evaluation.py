@@ -99,11 +99,9 @@ def evaluate(
         )
     chain = detector.transforms(train=False)
     detector.train_mode(False)
-    if processes.several and not processes.main:
-        processes.barrier()  # process 0 plans first and fills the caches the others read
+    # with several processes every one plans (captions, cached features: shared out
+    # among them, into one cache) and gets the same plan
     plan = detector.plan_evaluation(images.unique, ctx)
-    if processes.several and processes.main:
-        processes.barrier()
     shard = (processes.rank, processes.world)
     source = evaluation_batches(
         images.unique, chain, factory, plan, eval_batch_size(detector), shard

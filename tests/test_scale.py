@@ -97,11 +97,16 @@ def reference(tmp_path_factory, tiny_tree, tiny_test_tree) -> Path:
 def test_two_processes_score_every_image_once_with_one_process_metrics(
     tmp_path, tiny_tree, tiny_test_tree, reference
 ):
+    """Also through UnivFD's default feature cache (each process encodes its share of the
+    images, process 0 stores them): with a cold cache it trains on the very images the
+    reference's standard loop (feature_cache=off) draws."""
     out = tmp_path / "out"
-    flags = [*run_flags(tiny_tree, tiny_test_tree, out), "--num-processes", "2"]
+    flags = run_flags(tiny_tree, tiny_test_tree, out)
+    k = flags.index("univfd.feature_cache=off")
+    flags = [*flags[: k - 1], *flags[k + 1 :], "--num-processes", "2"]
     done = subprocess.run(
         [sys.executable, "-m", "bench.cli", "run", *flags],
-        env=child_env(),
+        env=dict(child_env(), BENCH_CACHE=str(tmp_path / "cache")),  # a cold feature cache
         capture_output=True,
         text=True,
         timeout=300,
@@ -125,6 +130,7 @@ def test_two_processes_score_every_image_once_with_one_process_metrics(
             assert float(x[metric]) == pytest.approx(float(y[metric]), abs=1e-9)
     log = (run_dir / "log.txt").read_text(encoding="utf-8")
     assert log.count("epoch 1/2:") == 1  # one writer
+    assert "features view 1/2: 48 images, 48 computed" in log
     index = (out / "leaderboard_index.csv").read_text(encoding="utf-8").splitlines()
     assert len(index) == 2
 
