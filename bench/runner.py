@@ -304,7 +304,8 @@ def run(spec: RunSpec, registry: Registry, resume: str | os.PathLike[str] | None
     }
     if previous is not None:
         config["started_at"] = previous.get("started_at", config["started_at"])
-        config["resumed"] = [*previous.get("resumed", []), time.strftime("%Y-%m-%dT%H:%M:%SZ")]
+        now = time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime())
+        config["resumed"] = [*previous.get("resumed", []), now]
         log(f"resuming run {run_dir.name} (it stopped with status {previous.get('status')})")
     if processes.main:
         try:
@@ -329,8 +330,8 @@ def run(spec: RunSpec, registry: Registry, resume: str | os.PathLike[str] | None
         if processes.several:
             log(
                 f"{processes.world} processes ({processes.backend}): each trains on its part "
-                "of every batch and evaluates every "
-                f"{processes.world}th test batch; process 0 writes"
+                f"of every batch and scores one test batch in {processes.world}; "
+                "process 0 writes"
             )
         if processes.main:
             write_skipped(run_dir, {}, splits, listed)

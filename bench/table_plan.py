@@ -144,15 +144,25 @@ def write_plan(
         for p in planned
     )
     numbers = " ".join(str(p.number) for p in planned)
-    atomic_write_text(script, SCRIPT.format(
-        name=spec.name, preset=preset, n=len(planned), assemble=assemble,
-        cases=cases or "    none) ;;", numbers=numbers,
-    ), fsync=False)  # fmt: skip
+    text = SCRIPT.format(
+        name=spec.name,
+        preset=preset,
+        n=len(planned),
+        assemble=assemble,
+        cases=cases or "    none) ;;",
+        numbers=numbers,
+    )
+    atomic_write_text(script, text, fsync=False)
     script.chmod(0o755)
-    atomic_write_text(array, SBATCH.format(
-        name=spec.name, array=",".join(str(p.number) for p in planned) or "0",
-        logs=folder / "logs", script=script, assemble=assemble, n=len(planned),
-    ), fsync=False)  # fmt: skip
+    text = SBATCH.format(
+        name=spec.name,
+        array=",".join(str(p.number) for p in planned) or "0",
+        logs=folder / "logs",
+        script=script,
+        assemble=assemble,
+        n=len(planned),
+    )
+    atomic_write_text(array, text, fsync=False)
     log(f"{len(planned)} unfinished row(s) of {spec.name} planned: {script}, {array}", progress)
     return [script, array]
 

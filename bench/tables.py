@@ -78,9 +78,10 @@ def run_table(
     if plan or parallel:
         from bench.table_plan import planned_rows, run_parallel, write_plan
 
-        planned = planned_rows(spec, row_specs(spec, chosen, preset, train, tests, out_dir,
-                                               device, workers, progress, train_name),
-                               out_dir, registry)  # fmt: skip
+        rows = row_specs(
+            spec, chosen, preset, train, tests, out_dir, device, workers, progress, train_name
+        )
+        planned = planned_rows(spec, rows, out_dir, registry)
         if plan:
             return write_plan(spec, preset, out_dir, planned, progress)
         run_parallel(planned, out_dir, jobs, devices or [device], progress)

@@ -85,6 +85,7 @@ def fit_loop(detector: Detector, train: TrainData, ctx: RunContext) -> list[floa
             for batch in bar:
                 done += 1
                 if batch["image"] is not None:
+                    batch = to_device(batch, ctx.device)
                     book.add(step(detector, batch, optimizer, scheduler, ctx), epoch)
                 elif processes.several:  # the others may have images: join their step
                     book.add(empty_step(optimizer, scheduler, ctx), epoch)
