@@ -345,7 +345,7 @@ def run(spec: RunSpec, registry: Registry, resume: str | os.PathLike[str] | None
             amp_dtype=amp,
             seed=spec.seed,
             workers=workers,
-            progress=spec.progress,
+            progress=spec.progress and processes.main,  # one set of bars
             run_dir=run_dir,
             cache_dir=cache_root(),
             captions=captions,
