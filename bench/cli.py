@@ -470,6 +470,8 @@ def cmd_table(args: argparse.Namespace) -> int:
     check_device(args.device)  # before the demo build and the first row
     if args.workers is not None:
         check_int("workers", args.workers)
+    if args.checkpoint_every is not None:
+        check_int("checkpoint_every", args.checkpoint_every)
     if args.out is not None:
         check_out(args.out)
     jobs = args.jobs
@@ -497,6 +499,7 @@ def cmd_table(args: argparse.Namespace) -> int:
         plan=args.plan,
         jobs=jobs,
         devices=devices,
+        checkpoint_every=args.checkpoint_every,
     ):
         print(path)
     return 0

@@ -86,6 +86,13 @@ def add_table_flags(tb: argparse.ArgumentParser) -> None:
         "--jobs", type=int, default=None, metavar="N", help="run N rows at once on this machine"
     )
     tb.add_argument(
+        "--checkpoint-every",
+        type=int,
+        default=None,
+        metavar="N",
+        help="each row's run writes a training checkpoint every N steps too",
+    )
+    tb.add_argument(
         "--devices",
         default=None,
         metavar="LIST",

@@ -69,6 +69,8 @@ def run_argv(spec: Any) -> list[str]:
             argv += ["--perturb", f"{name}={shown}"]
         for key, value in options.items():
             argv += ["--opt", f"{name}.{key}={toml_literal(value)}"]
+    if spec.checkpoint_every is not None:
+        argv += ["--checkpoint-every", str(spec.checkpoint_every)]
     if not spec.plots:
         argv.append("--no-plots")
     return argv
@@ -120,6 +122,8 @@ def planned_rows(spec: Any, rows: list, out_dir: Path, registry: Any) -> list[Pl
         stopped = unfinished_run(out_dir, row_key(run_spec, registry), run_spec.seed)
         if stopped is not None:
             argv = ["run", "--resume", str(stopped.resolve())]
+            if run_spec.checkpoint_every is not None:
+                argv += ["--checkpoint-every", str(run_spec.checkpoint_every)]
         else:
             argv = run_argv(run_spec)
             check_round_trip(argv, run_spec, registry)

@@ -49,12 +49,14 @@ def run_table(
     plan: bool = False,
     jobs: int = 1,
     devices: list[str] | None = None,
+    checkpoint_every: int | None = None,
 ) -> list[Path]:
     """Run the rows that are not finished yet, then write OUT/<name>.csv and OUT/<name>.md.
 
     plan: write the unfinished rows as `bench run` commands (OUT/plan/) instead, and
     return the scripts' paths; jobs > 1: run that many rows at once (``bench.table_plan``),
     each on the next of ``devices``, then draw the table from their runs.
+    checkpoint_every: each row's run checkpoints every N steps too (``bench run`` flag).
     """
     from bench.plugins import get_registry
 
@@ -74,21 +76,30 @@ def run_table(
     paper = paper_rows(spec) if preset == "paper" else {}  # a bad paper_row fails before training
     out_dir = Path(out) if out is not None else Path("results") / "tables" / preset
     train_name = chosen.train_name or dataset_name(train)
+    common = {  # the RunSpec fields every row shares
+        "train": train,
+        "test": [f"{name}={path}" for name, path in tests],
+        "preset": preset,
+        "device": device,
+        "out": str(out_dir),
+        "max_per_class": chosen.max_per_class,
+        "workers": workers,
+        "progress": progress,
+        "metric": spec.metric,
+        "train_name": train_name,
+        "checkpoint_every": checkpoint_every,
+    }
+    rows = row_specs(spec, chosen, registry, common)
     parallel = jobs > 1 or devices is not None
     if plan or parallel:
         from bench.table_plan import planned_rows, run_parallel, write_plan
 
-        rows = row_specs(
-            spec, chosen, preset, train, tests, out_dir, device, workers, progress, train_name
-        )
         planned = planned_rows(spec, rows, out_dir, registry)
         if plan:
             return write_plan(spec, preset, out_dir, planned, progress)
         run_parallel(planned, out_dir, jobs, devices or [device], progress)
     results, failures = [], []
-    for number, row, run_spec, reason in row_specs(
-        spec, chosen, preset, train, tests, out_dir, device, workers, progress, train_name
-    ):
+    for number, row, run_spec, reason in rows:
         where = f"row {number} of {len(spec.rows)} ({row.label})"
         if reason:
             log(f"{where}: skipped: {reason}", progress)
@@ -113,21 +124,11 @@ def run_table(
 
 
 def row_specs(
-    spec: TableSpec,
-    chosen: TablePreset,
-    preset: str,
-    train: str,
-    tests: list[tuple[str, str]],
-    out_dir: Path,
-    device: str,
-    workers: int | None,
-    progress: bool,
-    train_name: str,
+    spec: TableSpec, chosen: TablePreset, registry: Any, common: dict[str, Any]
 ) -> list[tuple[int, TableRow, RunSpec | None, str | None]]:
-    """(number, row, its RunSpec, None) per row; (number, row, None, why) for a row skipped."""
-    from bench.plugins import get_registry
+    """(number, row, its RunSpec, None) per row; (number, row, None, why) for a row skipped.
 
-    registry = get_registry()
+    common: the RunSpec fields every row shares (data, device, out, ...)."""
     out = []
     for number, row in enumerate(spec.rows, start=1):
         reason = skip_reason(row, registry) if row.unavailable else None
@@ -137,20 +138,11 @@ def row_specs(
         run_spec = RunSpec(
             detector=row.detector,
             addons=list(row.addons),
-            train=train,
-            test=[f"{name}={path}" for name, path in tests],
             options={k: dict(v) for k, v in row.options.items()},
-            preset=preset,
-            device=device,
-            out=str(out_dir),
-            max_per_class=chosen.max_per_class,
-            workers=workers,
-            progress=progress,
-            metric=spec.metric,
-            train_name=train_name,
             name=row.label,
             seen=list(chosen.seen),
             perturb={k: dict(v) for k, v in spec.perturb.items()},
+            **{**common, "test": list(common["test"])},
         )
         out.append((number, row, run_spec, None))
     return out

@@ -95,25 +95,24 @@ def reference(tmp_path_factory, tiny_tree, tiny_test_tree) -> Path:
 
 
 def test_two_processes_score_every_image_once_with_one_process_metrics(
-    tmp_path, tiny_tree, tiny_test_tree, reference
+    tmp_path, tiny_tree, tiny_test_tree, reference, monkeypatch, capfd
 ):
-    """Also through UnivFD's default feature cache (each process encodes its share of the
-    images, process 0 stores them): with a cold cache it trains on the very images the
-    reference's standard loop (feature_cache=off) draws."""
+    """`bench run --num-processes 2` (this process calls accelerate's launcher, which
+    starts two gloo processes), also through UnivFD's default feature cache (each process
+    encodes its share, process 0 stores them): with a cold cache it trains on the very
+    images the reference's standard loop (feature_cache=off) draws."""
     out = tmp_path / "out"
     flags = run_flags(tiny_tree, tiny_test_tree, out)
     k = flags.index("univfd.feature_cache=off")
     flags = [*flags[: k - 1], *flags[k + 1 :], "--num-processes", "2"]
-    done = subprocess.run(
-        [sys.executable, "-m", "bench.cli", "run", *flags],
-        env=dict(child_env(), BENCH_CACHE=str(tmp_path / "cache")),  # a cold feature cache
-        capture_output=True,
-        text=True,
-        timeout=300,
-    )
-    assert done.returncode == 0, done.stderr[-3000:]
+    for key, value in child_env().items():
+        monkeypatch.setenv(key, value)
+    monkeypatch.setenv("BENCH_CACHE", str(tmp_path / "cache"))  # a cold feature cache
+    status = main(["run", *flags])
+    stdout, stderr = capfd.readouterr()
+    assert status == 0, stderr[-3000:]
     run_dir = only_run(out)
-    assert done.stdout.strip().splitlines() == [str(run_dir)]  # process 0 alone says it
+    assert stdout.strip().splitlines() == [str(run_dir)]  # process 0 alone says it
     config = json.loads((run_dir / "config.json").read_text(encoding="utf-8"))
     assert config["processes"] == 2 and config["status"] == "finished"
     mine, single = predictions(run_dir), predictions(reference)
@@ -135,25 +134,16 @@ def test_two_processes_score_every_image_once_with_one_process_metrics(
     assert len(index) == 2
 
 
-def test_a_killed_run_resumed_by_its_planned_command_ends_bit_identical(
+def test_a_planned_row_killed_mid_epoch_and_resumed_by_the_next_plan_is_bit_identical(
     tmp_path, tiny_tree, tiny_test_tree, reference
 ):
-    """SIGKILL at step 11 (checkpoints every 4 steps: the last at step 8), then the table
-    plan's script, run as written, resumes it and runs the plan's other row afresh."""
+    """The plan's script runs as written: its fresh `bench run` (checkpoints every 4
+    steps) is killed with SIGKILL at step 11, mid-epoch 2 (the last checkpoint is at step
+    8); planning again writes `bench run --resume` for it, whose run then ends with the
+    bytes of a run never stopped; the table is drawn without running anything again."""
     out = tmp_path / "out"
-    killer = tmp_path / "killer.py"
-    killer.write_text(KILLER, encoding="utf-8")
-    flags = [*run_flags(tiny_tree, tiny_test_tree, out), "--checkpoint-every", "4"]
-    env = dict(child_env(), KILL_AT_STEP="11")
-    killed = subprocess.run(
-        [sys.executable, str(killer), "run", *flags], env=env, capture_output=True, timeout=300
-    )
-    assert killed.returncode == -9
-    stopped = only_run(out)
-    assert (stopped / "checkpoint.pt").is_file()
-    assert not (stopped / "state.safetensors").exists()
-
     spec = tmp_path / "tiny.toml"
+    options = f'feature_cache = "off", lr = 0.01, epochs = {EPOCHS}, batch_size = {BATCH}'
     spec.write_text(
         f"""title = "Tiny"
 metric = "acc"
@@ -165,26 +155,33 @@ test = [{{ name = "tiny", path = "{tiny_test_tree}" }}]
 [[rows]]
 label = "univfd"
 detector = "univfd"
-options = {{ univfd = {{ epochs = {EPOCHS}, batch_size = {BATCH}, feature_cache = "off", lr = 0.01 }} }}
-[[rows]]
-label = "coarse"
-detector = "spectral_logreg"
-options = {{ spectral_logreg = {{ epochs = 1, bins = 8 }} }}
+options = {{ univfd = {{ {options} }} }}
 """,
         encoding="utf-8",
     )
-    table = ["table", str(spec), "--out", str(out), "--device", "cpu", "--quiet"]
-    assert main([*table, "--plan"]) == 0
+    table = ["table", str(spec), "--out", str(out), "--device", "cpu", "--workers", "0"]
+    plan = [*table, "--plan", "--checkpoint-every", "4", "--quiet"]
     script = out / "plan" / "tiny.sh"
-    text = script.read_text(encoding="utf-8")
-    assert f"run --resume {stopped}" in text and "--name coarse" in text
-    assert "#SBATCH --array=1,2" in (out / "plan" / "tiny.sbatch").read_text(encoding="utf-8")
-    bench = f"{sys.executable} -m bench.cli"
-    done = subprocess.run(
-        ["sh", str(script)], env=dict(child_env(), BENCH=bench), capture_output=True, timeout=600
-    )
+    killer = tmp_path / "killer.py"
+    killer.write_text(KILLER, encoding="utf-8")
+
+    assert main(plan) == 0
+    assert "run --detector univfd" in script.read_text(encoding="utf-8")
+    assert "#SBATCH --array=1" in (out / "plan" / "tiny.sbatch").read_text(encoding="utf-8")
+    env = dict(child_env(), BENCH=f"{sys.executable} {killer}", KILL_AT_STEP="11")
+    killed = subprocess.run(["sh", str(script), "1"], env=env, capture_output=True, timeout=300)
+    assert killed.returncode == 128 + 9, killed.stderr[-2000:]
+    stopped = only_run(out)
+    assert (stopped / "checkpoint.pt").is_file()
+    assert not (stopped / "state.safetensors").exists()
+
+    assert main(plan) == 0
+    assert f"run --resume {stopped} --checkpoint-every 4" in script.read_text(encoding="utf-8")
+    env = dict(child_env(), BENCH=f"{sys.executable} -m bench.cli")
+    done = subprocess.run(["sh", str(script)], env=env, capture_output=True, timeout=300)
     assert done.returncode == 0, done.stderr[-3000:]
 
+    assert only_run(out) == stopped
     config = json.loads((stopped / "config.json").read_text(encoding="utf-8"))
     assert config["status"] == "finished"
     assert config["resumed_at_step"] == {"epoch": 2, "batches_done": 2, "steps_done": 8}
@@ -193,11 +190,9 @@ options = {{ spectral_logreg = {{ epochs = 1, bins = 8 }} }}
         assert (stopped / name).read_bytes() == (reference / name).read_bytes(), name
     reference_config = json.loads((reference / "config.json").read_text(encoding="utf-8"))
     assert config["loss_last"] == reference_config["loss_last"]
-    assert len(list((out / "runs").iterdir())) == 2
-    # the table is drawn from the two runs: no row runs again
-    assert main(table) == 0
-    assert len(list((out / "runs").iterdir())) == 2
-    assert "coarse" in (out / "tiny.md").read_text(encoding="utf-8")
+    assert main([*table, "--quiet"]) == 0  # drawn from the finished run
+    assert only_run(out) == stopped
+    assert "| univfd" in (out / "tiny.md").read_text(encoding="utf-8")
 
 
 def test_bench_table_resumes_an_interrupted_row(
