@@ -25,7 +25,9 @@ from bench.plugins import get_registry
 from bench.runner import RunSpec, run
 
 ROOT = Path(__file__).resolve().parent.parent
-EPOCHS, BATCH = 2, 8  # 48 training images: 6 steps an epoch, 12 in all
+# 4 images per generator and class (fixed-seed sample): 16 to train (4 steps an epoch,
+# 8 in all) and 16 to test, from tests/conftest.py's generated trees
+EPOCHS, BATCH, PER_CLASS, STEPS = 2, 4, 4, 4
 # UnivFD's linear head on a frozen tiny CLIP: nothing in it depends on the batch's other
 # images (no BatchNorm), so several processes must give one process's numbers.
 DETECTOR, OPTIONS = "univfd", {"feature_cache": "off", "lr": 0.01}
@@ -48,6 +50,7 @@ def run_flags(train: Path, test: Path, out: Path) -> list[str]:
     return [
         "--detector", DETECTOR, "--preset", "demo", "--train", str(train),
         "--test", f"tiny={test}", "--epochs", str(EPOCHS), "--batch-size", str(BATCH),
+        "--max-per-class", str(PER_CLASS),
         "--opt", "univfd.feature_cache=off", "--opt", "univfd.lr=0.01", "--device", "cpu",
         "--out", str(out), "--quiet", "--no-plots", "--workers", "0",
     ]  # fmt: skip
@@ -85,6 +88,7 @@ def reference(tmp_path_factory, tiny_tree, tiny_test_tree) -> Path:
         test=[f"tiny={tiny_test_tree}"],
         epochs=EPOCHS,
         batch_size=BATCH,
+        max_per_class=PER_CLASS,
         device="cpu",
         out=str(out),
         progress=False,
@@ -129,7 +133,7 @@ def test_two_processes_score_every_image_once_with_one_process_metrics(
             assert float(x[metric]) == pytest.approx(float(y[metric]), abs=1e-9)
     log = (run_dir / "log.txt").read_text(encoding="utf-8")
     assert log.count("epoch 1/2:") == 1  # one writer
-    assert "features view 1/2: 48 images, 48 computed" in log
+    assert "features view 1/2: 16 images, 16 computed" in log
     index = (out / "leaderboard_index.csv").read_text(encoding="utf-8").splitlines()
     assert len(index) == 2
 
@@ -137,9 +141,9 @@ def test_two_processes_score_every_image_once_with_one_process_metrics(
 def test_a_planned_row_killed_mid_epoch_and_resumed_by_the_next_plan_is_bit_identical(
     tmp_path, tiny_tree, tiny_test_tree, reference
 ):
-    """The plan's script runs as written: its fresh `bench run` (checkpoints every 4
-    steps) is killed with SIGKILL at step 11, mid-epoch 2 (the last checkpoint is at step
-    8); planning again writes `bench run --resume` for it, whose run then ends with the
+    """The plan's script runs as written: its fresh `bench run` (checkpoints every 2
+    steps) is killed with SIGKILL at step 7, mid-epoch 2 (the last checkpoint is at step
+    6); planning again writes `bench run --resume` for it, whose run then ends with the
     bytes of a run never stopped; the table is drawn without running anything again."""
     out = tmp_path / "out"
     spec = tmp_path / "tiny.toml"
@@ -152,6 +156,7 @@ mean_column = "mean"
 [presets.demo]
 train = "{tiny_tree}"
 test = [{{ name = "tiny", path = "{tiny_test_tree}" }}]
+max_per_class = {PER_CLASS}
 [[rows]]
 label = "univfd"
 detector = "univfd"
@@ -160,7 +165,7 @@ options = {{ univfd = {{ {options} }} }}
         encoding="utf-8",
     )
     table = ["table", str(spec), "--out", str(out), "--device", "cpu", "--workers", "0"]
-    plan = [*table, "--plan", "--checkpoint-every", "4", "--quiet"]
+    plan = [*table, "--plan", "--checkpoint-every", "2", "--quiet"]
     script = out / "plan" / "tiny.sh"
     killer = tmp_path / "killer.py"
     killer.write_text(KILLER, encoding="utf-8")
@@ -168,7 +173,7 @@ options = {{ univfd = {{ {options} }} }}
     assert main(plan) == 0
     assert "run --detector univfd" in script.read_text(encoding="utf-8")
     assert "#SBATCH --array=1" in (out / "plan" / "tiny.sbatch").read_text(encoding="utf-8")
-    env = dict(child_env(), BENCH=f"{sys.executable} {killer}", KILL_AT_STEP="11")
+    env = dict(child_env(), BENCH=f"{sys.executable} {killer}", KILL_AT_STEP="7")
     killed = subprocess.run(["sh", str(script), "1"], env=env, capture_output=True, timeout=300)
     assert killed.returncode == 128 + 9, killed.stderr[-2000:]
     stopped = only_run(out)
@@ -176,7 +181,7 @@ options = {{ univfd = {{ {options} }} }}
     assert not (stopped / "state.safetensors").exists()
 
     assert main(plan) == 0
-    assert f"run --resume {stopped} --checkpoint-every 4" in script.read_text(encoding="utf-8")
+    assert f"run --resume {stopped} --checkpoint-every 2" in script.read_text(encoding="utf-8")
     env = dict(child_env(), BENCH=f"{sys.executable} -m bench.cli")
     done = subprocess.run(["sh", str(script)], env=env, capture_output=True, timeout=300)
     assert done.returncode == 0, done.stderr[-3000:]
@@ -184,7 +189,7 @@ options = {{ univfd = {{ {options} }} }}
     assert only_run(out) == stopped
     config = json.loads((stopped / "config.json").read_text(encoding="utf-8"))
     assert config["status"] == "finished"
-    assert config["resumed_at_step"] == {"epoch": 2, "batches_done": 2, "steps_done": 8}
+    assert config["resumed_at_step"] == {"epoch": 2, "batches_done": 2, "steps_done": 6}
     assert not (stopped / "checkpoint.pt").exists()
     for name in ("state.safetensors", "predictions.csv", "metrics.csv"):
         assert (stopped / name).read_bytes() == (reference / name).read_bytes(), name
@@ -212,6 +217,7 @@ mean_column = "mean"
 [presets.demo]
 train = "{tiny_tree}"
 test = [{{ name = "tiny", path = "{tiny_test_tree}" }}]
+max_per_class = {PER_CLASS}
 [[rows]]
 label = "univfd"
 detector = "univfd"
@@ -223,7 +229,7 @@ options = {{ univfd = {{ epochs = {EPOCHS}, batch_size = {BATCH}, feature_cache 
 
     def interrupted(*args, **kwargs):
         calls[0] += 1
-        if calls[0] == 9:  # epoch 2, batch 3: the epoch-1 checkpoint is the last one
+        if calls[0] == 7:  # epoch 2, batch 3: the epoch-1 checkpoint is the last one
             raise KeyboardInterrupt
         return real_step(*args, **kwargs)
 
@@ -236,7 +242,7 @@ options = {{ univfd = {{ epochs = {EPOCHS}, batch_size = {BATCH}, feature_cache 
     tables.run_table(spec, out=out, device="cpu", workers=0, progress=False)
     assert only_run(out) == stopped
     config = json.loads((stopped / "config.json").read_text(encoding="utf-8"))
-    assert config["resumed_at_step"] == {"epoch": 2, "batches_done": 0, "steps_done": 6}
+    assert config["resumed_at_step"] == {"epoch": 2, "batches_done": 0, "steps_done": 4}
     assert (stopped / "state.safetensors").read_bytes() == (
         reference / "state.safetensors"
     ).read_bytes()
@@ -252,10 +258,10 @@ def test_tensorboard_events_hold_every_step_and_the_final_metrics(reference):
     events.Reload()
     losses = events.Scalars("train/loss")
     config = json.loads((reference / "config.json").read_text(encoding="utf-8"))
-    assert [e.step for e in losses] == list(range(1, EPOCHS * 6 + 1))  # every step once
+    assert [e.step for e in losses] == list(range(1, EPOCHS * STEPS + 1))  # every step once
     assert losses[0].value == pytest.approx(config["loss_first"], rel=1e-6)
     assert losses[-1].value == pytest.approx(config["loss_last"], rel=1e-6)
-    assert [e.value for e in events.Scalars("train/lr")] == pytest.approx([0.01] * EPOCHS * 6)
+    assert [e.value for e in events.Scalars("train/lr")] == pytest.approx([0.01] * EPOCHS * STEPS)
     with open(reference / "metrics.csv", newline="", encoding="utf-8") as fh:
         mean = next(r for r in csv.DictReader(fh) if r["kind"] == "mean")
     assert events.Scalars("test/mean/auc")[0].value == pytest.approx(float(mean["auc"]))
