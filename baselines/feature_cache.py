@@ -206,6 +206,9 @@ def cached_features(
         # evaluation too when an input addon shuffles, as Patch Selection does).
         "seed": ctx.seed,
     }
+    from bench.distributed import SINGLE
+
+    processes = getattr(ctx, "processes", None) or SINGLE
     store = FeatureStore(cache_dir("features", parts), describe=parts)
     feats, found = store.lookup(digests)
     if skipped is not None:
@@ -213,8 +216,14 @@ def cached_features(
             {i: _unreadable(samples[i].path) for i, d in enumerate(digests) if d is None}
         )
     missing = [i for i, d in enumerate(digests) if d is not None and not found[i]]
+    missing = processes.broadcast(missing)  # several processes: process 0's list decides
     if not missing:
         return feats, found, 0
+    shard = None
+    if processes.several:  # whole batches, each to one process; the seeds stay the same
+        n = len(missing)
+        chunks = [list(range(k, min(k + batch_size, n))) for k in range(0, n, batch_size)]
+        shard = chunks[processes.rank :: processes.world]
     loader = make_loader(
         [samples[i] for i in missing],
         chain,
@@ -224,6 +233,7 @@ def cached_features(
         epoch=view,
         workers=ctx.workers,
         seed=ctx.seed,
+        batches=shard,
     )
     pending_digests: list[str] = []
     pending: list[torch.Tensor] = []
@@ -234,6 +244,7 @@ def cached_features(
     from bench.training import record_wait
 
     by_path = {samples[i].path: i for i in missing} if skipped is not None else {}
+    mine: list[tuple[list[int], torch.Tensor]] = []
     wait = DataWait()
     bar = tqdm(
         wait(loader),
@@ -256,10 +267,47 @@ def cached_features(
         found[rows] = True
         pending_digests.extend(digests[r] for r in rows)
         pending.append(out)
+        if processes.several:
+            mine.append((rows, out))
         computed += len(rows)
-        if len(pending_digests) >= FLUSH_ROWS:
+        if len(pending_digests) >= FLUSH_ROWS and processes.main:
             store.add(pending_digests, torch.cat(pending))
             pending_digests, pending = [], []
-    store.add(pending_digests, torch.cat(pending) if pending else torch.zeros(0))
     record_wait(ctx, wait, "features")  # the backbone's forwards wait on images here
+    if processes.main:
+        store.add(pending_digests, torch.cat(pending) if pending else torch.zeros(0))
+    if processes.several:
+        return shared_features(processes, store, mine, skipped, feats, found, digests)
+    return feats, found, computed
+
+
+def shared_features(
+    processes: Any,
+    store: FeatureStore,
+    mine: list[tuple[list[int], torch.Tensor]],
+    skipped: dict[int, str] | None,
+    feats: torch.Tensor | None,
+    found: torch.Tensor,
+    digests: Sequence[str | None],
+) -> tuple[torch.Tensor | None, torch.Tensor, int]:
+    """Every process's computed rows, stored once (by process 0, which stored its own
+    already) and handed to every process as process 0 has them."""
+    everyone = processes.all_gather((mine, dict(skipped or {})))
+    computed = 0
+    if processes.main:
+        for rank, (parts, unreadable) in enumerate(everyone):
+            for rows, out in parts:
+                if feats is None:
+                    feats = torch.zeros(len(digests), out.shape[1], dtype=torch.float32)
+                feats[rows] = out
+                found[rows] = True
+                computed += len(rows)
+            if rank > 0 and parts:  # one shard per other process
+                rows = [r for part_rows, _ in parts for r in part_rows]
+                store.add([digests[r] for r in rows], torch.cat([out for _, out in parts]))
+            if skipped is not None:
+                skipped.update(unreadable)
+    feats, found, computed, unreadable = processes.broadcast((feats, found, computed, skipped))
+    if skipped is not None:
+        skipped.update(unreadable or {})
     return feats, found, computed

@@ -12,6 +12,14 @@ from typing import Any
 from bench.cli_pictures import COMMANDS as PICTURE_COMMANDS
 from bench.cli_pictures import add_commands as add_picture_commands
 from bench.cli_pictures import add_run_flags, run_fields
+from bench.cli_scale import (
+    add_scale_flags,
+    add_table_flags,
+    check_num_processes,
+    launched,
+    parse_devices,
+    resumed_spec,
+)
 from bench.errors import BenchError, Terminated
 from bench.text import printable
 
@@ -106,6 +114,7 @@ def build_parser() -> argparse.ArgumentParser:
     )
     run.add_argument("--quiet", action="store_true", help="no progress bars or log echo")
     add_run_flags(run)
+    add_scale_flags(run)
 
     ls = sub.add_parser("list", help="list registered components")
     ls.add_argument("kind", nargs="?", choices=sorted(KIND_WORDS), help="only this kind")
@@ -161,6 +170,7 @@ def build_parser() -> argparse.ArgumentParser:
         help="draw spec columns that match no generator as missing instead of stopping",
     )
     tb.add_argument("--quiet", action="store_true", help="no progress bars or log echo")
+    add_table_flags(tb)
     add_picture_commands(sub)
     return parser
 
@@ -249,6 +259,7 @@ def spec_from_args(args: argparse.Namespace) -> Any:
         progress=not args.quiet,
         metric=pick(args.metric, "metric", "acc"),
         name=pick(args.name, "name"),
+        train_name=pick(args.train_name, "train_name"),
         seen=list(args.seen if args.seen is not None else cfg.get("seen", [])),
         **run_fields(args, cfg, f"config file {args.config}"),
     )
@@ -293,12 +304,19 @@ def use_demo(spec: Any, entries: list[Any]) -> None:
 
 
 def cmd_run(args: argparse.Namespace) -> int:
+    from bench.distributed import close_all
     from bench.plugins import get_registry
     from bench.run_checks import check_out, check_preset
     from bench.runner import choose_device, resolve_components, run
 
-    spec = spec_from_args(args)
-    seeds = seeds_of(args, read_toml_quiet(args.config))
+    check_num_processes(args.num_processes)
+    if args.resume is not None:
+        spec = resumed_spec(args)
+        seeds = [spec.seed]
+    else:
+        spec = spec_from_args(args)
+        spec.checkpoint_every, spec.log_with = args.checkpoint_every, args.log_with
+        seeds = seeds_of(args, read_toml_quiet(args.config))
     registry = get_registry()
     # Names, values, options, preset, output folder and device all fail before the demo build.
     resolve_components(registry, spec)
@@ -310,13 +328,18 @@ def cmd_run(args: argparse.Namespace) -> int:
     check_preset(spec, entries, every_preset)
     check_out(spec.out)
     choose_device(spec.device)
-    if not spec.train and not spec.test:
+    if not spec.train and not spec.test and args.resume is None:
         use_demo(spec, entries)
+    status = launched(args, spec)  # --num-processes N: the launcher runs this command N times
+    if status is not None:
+        return status
     for i, seed in enumerate(seeds):
         if len(seeds) > 1 and spec.progress:
             print(f"bench: seed {seed} ({i + 1} of {len(seeds)})", file=sys.stderr)
-        run_dir = run(dataclasses.replace(spec, seed=seed), registry)
-        print(printable(str(run_dir)), flush=True)
+        run_dir = run(dataclasses.replace(spec, seed=seed), registry, resume=args.resume)
+        if os.environ.get("RANK", "0") == "0":  # under a launcher, process 0 says it
+            print(printable(str(run_dir)), flush=True)
+    close_all()
     return 0
 
 
@@ -447,8 +470,18 @@ def cmd_table(args: argparse.Namespace) -> int:
     check_device(args.device)  # before the demo build and the first row
     if args.workers is not None:
         check_int("workers", args.workers)
+    if args.checkpoint_every is not None:
+        check_int("checkpoint_every", args.checkpoint_every)
     if args.out is not None:
         check_out(args.out)
+    jobs = args.jobs
+    if jobs is not None and (jobs < 1 or jobs > 1024):
+        raise BenchError(f"--jobs must be a whole number from 1 to 1024, got {jobs}")
+    devices = parse_devices(args.devices, args.device) if args.devices is not None else None
+    if jobs is None:
+        jobs = len(devices) if devices else 1
+    if args.plan and (args.jobs is not None or devices is not None):
+        raise BenchError("--plan writes the rows for others to run: drop --jobs/--devices")
     try:
         from bench.tables import run_table
     except ImportError:
@@ -463,6 +496,10 @@ def cmd_table(args: argparse.Namespace) -> int:
         progress=not args.quiet,
         overrides=args.set,
         allow_missing=args.allow_missing,
+        plan=args.plan,
+        jobs=jobs,
+        devices=devices,
+        checkpoint_every=args.checkpoint_every,
     ):
         print(path)
     return 0
@@ -502,6 +539,7 @@ def main(argv: list[str] | None = None) -> int:
             stream.reconfigure(errors="surrogateescape")
     parser = build_parser()
     args = parser.parse_args(argv)
+    args.argv = list(sys.argv[1:] if argv is None else argv)  # what a launcher repeats
     if not args.command:
         parser.print_help()
         return 0

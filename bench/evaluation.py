@@ -56,6 +56,13 @@ def score_uses(
     detector: Any, images: DistinctImages, batches: Any, ctx: Any
 ) -> Iterator[tuple[Any, float]]:
     """(sample, p_fake) for every use of every readable image, batch by batch."""
+    for index, prob in score_images(detector, batches, ctx):
+        for sample in images.uses[index]:
+            yield sample, prob
+
+
+def score_images(detector: Any, batches: Any, ctx: Any) -> Iterator[tuple[int, float]]:
+    """(distinct image index, p_fake) for every readable image, batch by batch."""
     import torch
 
     from bench.training import autocast, to_device
@@ -68,9 +75,7 @@ def score_uses(
             p = detector.predict_proba(batch).float().cpu()
         if p.shape != (len(batch["path"]),) or not torch.all((p >= 0) & (p <= 1)):
             raise BenchError(f"detector returned invalid probabilities (shape {tuple(p.shape)})")
-        for index, prob in zip(batch["index"].tolist(), p.tolist(), strict=True):
-            for sample in images.uses[index]:
-                yield sample, prob
+        yield from zip(batch["index"].tolist(), p.tolist(), strict=True)
 
 
 def evaluate(
@@ -79,11 +84,13 @@ def evaluate(
     """Stream predictions.csv, then write metrics.csv; returns the table and the plan."""
     from tqdm import tqdm
 
-    from bench.data.evaluation import evaluation_batches
+    from bench.data.evaluation import batch_list, evaluation_batches
     from bench.data.pipeline import DataWait
+    from bench.distributed import SINGLE
     from bench.results_io import PredictionWriter, write_metrics
     from bench.training import record_wait
 
+    processes = ctx.processes or SINGLE
     images = DistinctImages.of(samples)
     if len(images.unique) < len(samples):
         ctx.log(
@@ -92,8 +99,13 @@ def evaluate(
         )
     chain = detector.transforms(train=False)
     detector.train_mode(False)
+    # with several processes every one plans (captions, cached features: shared out
+    # among them, into one cache) and gets the same plan
     plan = detector.plan_evaluation(images.unique, ctx)
-    source = evaluation_batches(images.unique, chain, factory, plan, eval_batch_size(detector))
+    shard = (processes.rank, processes.world)
+    source = evaluation_batches(
+        images.unique, chain, factory, plan, eval_batch_size(detector), shard
+    )
     wait = DataWait()
     skipped = 0
 
@@ -105,24 +117,52 @@ def evaluate(
 
     batches = tqdm(wait(source), total=len(source), desc="evaluate", disable=not ctx.progress)
     test_sets, generators, labels, probs = [], [], [], []
-    writer = PredictionWriter(run_dir / "predictions.csv")
+    if processes.several:
+        mine = list(score_images(detector, counted(batches), ctx))
+        order = batch_list(len(images.unique), plan, eval_batch_size(detector))
+        scored = gathered_scores(processes, mine, order)
+        skipped = sum(processes.all_gather(skipped))
+    else:
+        scored = score_images(detector, counted(batches), ctx)
+    writer = PredictionWriter(run_dir / "predictions.csv") if processes.main else None
     try:
-        for sample, prob in score_uses(detector, images, counted(batches), ctx):
-            writer.write(sample.path, sample.dataset, sample.generator, sample.label, prob)
-            test_sets.append(sample.dataset)
-            generators.append(sample.generator)
-            labels.append(sample.label)
-            probs.append(prob)
+        for index, prob in scored:
+            for sample in images.uses[index]:
+                if writer is not None:
+                    writer.write(sample.path, sample.dataset, sample.generator, sample.label, prob)
+                test_sets.append(sample.dataset)
+                generators.append(sample.generator)
+                labels.append(sample.label)
+                probs.append(prob)
     finally:
-        writer.close()
+        if writer is not None:
+            writer.close()
     record_wait(ctx, wait, "evaluate")
     if skipped:
         ctx.log(f"skipped {skipped} unreadable test images (listed in skipped.txt)")
     if not probs:
         raise BenchError("no test image could be read")
     table = scored_table(test_sets, generators, labels, probs, ctx, "")
-    write_metrics(run_dir / "metrics.csv", table)
+    if processes.main:
+        write_metrics(run_dir / "metrics.csv", table)
     return Evaluation(table, images, plan)
+
+
+def gathered_scores(
+    processes: Any, mine: list[tuple[int, float]], order: list[list[int]]
+) -> list[tuple[int, float]]:
+    """Every process's (index, p_fake), on every process, in one process's order.
+
+    Each image is in exactly one batch and each batch on exactly one process, so the
+    union has every readable image once; it is sorted back into the order one process
+    scores the batches in, so predictions.csv reads as a single process writes it.
+    """
+    everyone = [pair for part in processes.all_gather(mine) for pair in part]
+    position = {index: k for k, index in enumerate(i for batch in order for i in batch)}
+    everyone.sort(key=lambda pair: position[pair[0]])
+    if len({index for index, _ in everyone}) != len(everyone):
+        raise BenchError("an image was scored by two processes (sharding bug)")
+    return everyone
 
 
 def scored_table(

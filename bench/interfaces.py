@@ -55,6 +55,12 @@ class RunContext:
     log: Callable[[str], None] = print
     #: Facts a component records for config.json ("notes"): a chosen epoch, data waits.
     notes: dict[str, Any] = field(default_factory=dict)
+    #: This process among the run's processes (``bench.distributed.Processes``); None: one.
+    processes: Any = None
+    #: Training checkpoints of the run (``bench.checkpoint.Checkpoints``), or None.
+    checkpoints: Any = None
+    #: Experiment tracker: ``track({name: value}, step)`` (``bench.tracking``); None: off.
+    track: Callable[..., None] | None = None
 
 
 @dataclass
@@ -352,7 +358,16 @@ class TrainData:
         batch_size: int | None = None,
         epoch: int = 0,
         drop_last: bool = False,
+        part: bool = False,
+        skip: int = 0,
     ) -> DataLoader:
+        """part: only this process's part of each batch (several processes train);
+        skip: without the epoch's first ``skip`` batches (a resumed run)."""
+        extra: dict[str, Any] = {}
+        if part:
+            extra["part"] = True
+        if skip:
+            extra["skip"] = skip
         return self._factory(
             self.samples,
             chain,
@@ -361,4 +376,5 @@ class TrainData:
             batch_size=batch_size or self.batch_size,
             epoch=epoch,
             drop_last=drop_last,
+            **extra,
         )

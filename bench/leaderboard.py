@@ -115,8 +115,30 @@ def record(
     run_id: str,
 ) -> None:
     """Make `run_id` the run of (config, seed); a re-run keeps the row's position."""
-    path = index_path(out_dir)
-    entry = {
+    with _locked(index_path(out_dir)):
+        _record_unlocked(out_dir, _entry(config, seed, label, train, run_id))
+
+
+def record_and_write(
+    out_dir: str | os.PathLike[str],
+    *,
+    config: str,
+    seed: int | str,
+    label: str,
+    train: str,
+    run_id: str,
+    metric: str = "acc",
+) -> list[Path]:
+    """``record`` and ``write_all`` under one lock: runs finishing at once into one OUT
+    (`bench table --jobs`, a Slurm array) each leave their row in the index, and no table
+    is redrawn from an index read before another run's row landed."""
+    with _locked(index_path(out_dir)):
+        _record_unlocked(out_dir, _entry(config, seed, label, train, run_id))
+        return write_all(out_dir, metric=metric)
+
+
+def _entry(config: str, seed: int | str, label: str, train: str, run_id: str) -> dict[str, str]:
+    return {
         "config": config,
         "seed": str(seed),
         "label": label,
@@ -124,22 +146,23 @@ def record(
         "run_id": run_id,
         "finished_at": datetime.now(UTC).isoformat(timespec="seconds"),
     }
-    with _locked(path):
-        rows = read_index(out_dir)
-        for i, row in enumerate(rows):
-            if (row["config"], row["seed"]) == (config, str(seed)):
-                rows[i] = entry
-                break
-        else:
-            rows.append(entry)
-        buf = io.StringIO()
-        writer = csv.DictWriter(buf, fieldnames=INDEX_COLUMNS, extrasaction="ignore")
-        writer.writeheader()
-        for row in rows:
-            writer.writerow(
-                row | {"label": csv_cell(row["label"]), "train": csv_cell(row["train"])}
-            )
-        _atomic_write_text(path, buf.getvalue())
+
+
+def _record_unlocked(out_dir: str | os.PathLike[str], entry: dict[str, str]) -> None:
+    """The index with ``entry`` in (config, seed)'s place; the caller holds the lock."""
+    rows = read_index(out_dir)
+    for i, row in enumerate(rows):
+        if (row["config"], row["seed"]) == (entry["config"], entry["seed"]):
+            rows[i] = entry
+            break
+    else:
+        rows.append(entry)
+    buf = io.StringIO()
+    writer = csv.DictWriter(buf, fieldnames=INDEX_COLUMNS, extrasaction="ignore")
+    writer.writeheader()
+    for row in rows:
+        writer.writerow(row | {"label": csv_cell(row["label"]), "train": csv_cell(row["train"])})
+    _atomic_write_text(index_path(out_dir), buf.getvalue())
 
 
 def _check_metric(metric: str) -> None:

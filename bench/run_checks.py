@@ -22,6 +22,7 @@ INT_LIMITS = {
     "workers": ("--workers", 0, 256),
     "seed": ("--seed", 0, 2**32 - 1),
     "max_per_class": ("--max-per-class", 1, 2**31 - 1),
+    "checkpoint_every": ("--checkpoint-every", 1, 2**31 - 1),
 }
 METRICS = ("acc", "r_acc", "f_acc", "ap", "auc")
 #: Run-level precisions (``--precision``); None leaves it to the detector and the device.
@@ -49,6 +50,9 @@ CONFIG_TYPES: dict[str, str] = {
     "seen": "names",
     "perturb": "any",  # checked by bench.perturb.perturb_from_config
     "plots": "bool",
+    "checkpoint_every": "int",
+    "log_with": "str",
+    "train_name": "str",
 }
 
 
@@ -152,6 +156,9 @@ def check_spec(spec: Any) -> None:
         raise BenchError(f"--metric must be one of {', '.join(METRICS)}, got {_shown(spec.metric)}")
     if not isinstance(spec.out, str) or not spec.out:
         raise BenchError(f"--out must be a folder path, got {_shown(spec.out)}")
+    from bench.tracking import check_log_with
+
+    check_log_with(spec.log_with)
 
 
 def check_preset(spec: Any, entries: list[Any], known: set[str]) -> None:

@@ -152,3 +152,40 @@ def record_failure(
         print(f"bench: could not record the failure in {run_dir / 'config.json'}", file=sys.stderr)
     with contextlib.suppress(OSError):
         log(f"{config['status']}: {config['error']}", echo=echo_failure(exc))
+
+
+def quiet(message: str, *, echo: bool | None = None) -> None:
+    """The log of a process other than 0: process 0 writes the run's log."""
+
+
+def note_checkpoints(checkpoints: Any, config: dict, previous: Any, log: Any) -> None:
+    """Record where a resumed run went on from; say when a detector's loop keeps none."""
+    if checkpoints is None:
+        return
+    if checkpoints.resumed_at is not None:
+        config["resumed_at_step"] = checkpoints.resumed_at
+    elif previous is not None:
+        log(
+            "resumed without a checkpoint: training started over"
+            + ("" if checkpoints.used else " (this detector's own loop writes none)")
+        )
+
+
+def finish_run(spec: Any, out: Path, key: str, train_name: str, run_dir: Path, log: Any) -> None:
+    """The leaderboard row and tables (under one lock: parallel runs lose no row), plots."""
+    from bench import leaderboard
+
+    paths = leaderboard.record_and_write(
+        out,
+        config=key,
+        seed=spec.seed,
+        label=spec.label,
+        train=train_name,
+        run_id=run_dir.name,
+        metric=spec.metric,
+    )
+    log(f"leaderboard: {', '.join(str(p) for p in paths)}")
+    if spec.plots:
+        from bench.plots import plot_run_logged
+
+        plot_run_logged(run_dir, spec.metric, log)

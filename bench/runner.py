@@ -19,6 +19,9 @@ from bench.options import merge_options
 from bench.registry import Registry
 from bench.run_files import (
     RunLog,
+    finish_run,
+    note_checkpoints,
+    quiet,
     record_failure,
     report_skipped,
     split_of_paths,
@@ -61,6 +64,10 @@ class RunSpec:
     perturb: dict[str, dict[str, Any]] = field(default_factory=dict)
     #: Draw runs/<id>/plots/ at the end (the CLI turns it on; library calls stay fast).
     plots: bool = False
+    #: Write a training checkpoint every N steps too (every epoch's end always has one).
+    checkpoint_every: int | None = None
+    #: Experiment tracker (bench.tracking): "tensorboard", "wandb", "mlflow"; None: off.
+    log_with: str | None = None
 
     @property
     def label(self) -> str:
@@ -212,14 +219,22 @@ def identity_of(spec: RunSpec, resolved: ResolvedComponents, test_sets: list) ->
     return identity
 
 
-def run(spec: RunSpec, registry: Registry) -> Path:
-    """Run one benchmark and return its run folder; the leaderboard gains or updates a row."""
-    from bench import leaderboard
+def run(spec: RunSpec, registry: Registry, resume: str | os.PathLike[str] | None = None) -> Path:
+    """Run one benchmark and return its run folder; the leaderboard gains or updates a row.
+
+    resume: a run folder that stopped: the run goes on there from its checkpoint.
+    Under a launcher (several processes) every process runs this; process 0 alone writes.
+    """
     from bench.cache import cache_root
+    from bench.checkpoint import Checkpoints
+    from bench.distributed import merge_read_logs, start
     from bench.run_checks import check_out
     from bench.run_data import listed_entries, log_listings, read_data, seen_columns
     from bench.run_identity import config_key
+    from bench.run_resume import read_run_config
+    from bench.tracking import Tracker
 
+    previous = read_run_config(resume) if resume is not None else None
     resolved = resolve_components(registry, spec)
     if not spec.test:
         raise BenchError("nothing to evaluate: give --test PATH (or neither --train nor --test)")
@@ -231,6 +246,11 @@ def run(spec: RunSpec, registry: Registry) -> Path:
     train_name = spec.train_name or (dataset_name(spec.train) if spec.train else "-")
     identity = identity_of(spec, resolved, data.test_sets)
     key = config_key(identity)
+    if previous is not None and previous.get("config") != key:
+        raise BenchError(
+            f"--resume {resume}: its data or options changed since it started (configuration "
+            f"{previous.get('config')}, now {key}); start a new run instead"
+        )
     seen = seen_columns(data, spec.seen)
 
     import torch
@@ -245,13 +265,13 @@ def run(spec: RunSpec, registry: Registry) -> Path:
     from bench.interfaces import RunContext, TrainData
     from bench.training import check_losses, no_training_image
 
+    processes, device = start(spec.device)
     precision = spec.precision or resolved.detector_options.get("precision", "auto")
-    device, amp = choose_device(spec.device, precision)
+    device, amp = choose_device(device, precision)
     captions = load_caption_sidecars([p for p in [spec.train, *data_roots(data)] if p])
     out = Path(spec.out)
-    run_dir = out / "runs" / new_run_id(spec.label, train_name)
-    run_dir.mkdir(parents=True, exist_ok=False)
-    log = RunLog(run_dir / "log.txt", echo=spec.progress)
+    run_dir, lock = open_run_dir(processes, out, resume, spec.label, train_name)
+    log: Any = RunLog(run_dir / "log.txt", echo=spec.progress) if processes.main else quiet
     workers = spec.workers if spec.workers is not None else default_workers()
     config = {
         "label": spec.label,
@@ -278,16 +298,26 @@ def run(spec: RunSpec, registry: Registry) -> Path:
         "n_train": len(train_samples),
         "n_test": len(test_samples),
         "perturbations": [item.record() for item in resolved.sweep.items],
+        "processes": processes.world,
         "status": "running",
         "started_at": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime()),
     }
-    try:
-        write_json(run_dir / "config.json", config)
-    except BaseException:  # not even the config fits: leave no empty run folder behind
-        shutil.rmtree(run_dir, ignore_errors=True)
-        raise
+    if previous is not None:
+        config["started_at"] = previous.get("started_at", config["started_at"])
+        now = time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime())
+        config["resumed"] = [*previous.get("resumed", []), now]
+        log(f"resuming run {run_dir.name} (it stopped with status {previous.get('status')})")
+    if processes.main:
+        try:
+            write_json(run_dir / "config.json", config)
+        except BaseException:  # not even the config fits: leave no empty run folder behind
+            lock.release()
+            if previous is None:
+                shutil.rmtree(run_dir, ignore_errors=True)
+            raise
     read_log = ReadLog()
     ctx = None
+    tracker = None
     splits = split_of_paths(train_samples, test_samples)
     listed = listed_entries(data)
     try:
@@ -297,7 +327,16 @@ def run(spec: RunSpec, registry: Registry) -> Path:
             f"images in {len(data.tests)} set(s)"
         )
         log_listings(data, log)
-        write_skipped(run_dir, {}, splits, listed)
+        if processes.several:
+            log(
+                f"{processes.world} processes ({processes.backend}): each trains on its part "
+                f"of every batch and scores one test batch in {processes.world}; "
+                "process 0 writes"
+            )
+        if processes.main:
+            write_skipped(run_dir, {}, splits, listed)
+        if spec.log_with and processes.main:
+            tracker = Tracker(spec.log_with, run_dir, spec.label, config)
         if seen:
             log(f"test generators seen in training: {', '.join(f'{t}/{g}' for t, g in seen)}")
         torch.manual_seed(spec.seed)
@@ -306,12 +345,16 @@ def run(spec: RunSpec, registry: Registry) -> Path:
             amp_dtype=amp,
             seed=spec.seed,
             workers=workers,
-            progress=spec.progress,
+            progress=spec.progress and processes.main,  # one set of bars
             run_dir=run_dir,
             cache_dir=cache_root(),
             captions=captions,
             log=log,
+            processes=processes,
+            track=tracker.log if tracker is not None else None,
         )
+        if resolved.detector_cls.trainable:
+            ctx.checkpoints = Checkpoints(run_dir, spec.checkpoint_every, processes.main, log)
         with recording(read_log):
             detector = resolved.detector_cls(resolved.detector_options)
             addons = [
@@ -325,8 +368,9 @@ def run(spec: RunSpec, registry: Registry) -> Path:
                 log(f"{spec.detector}: {fact} = {value}")
                 config.setdefault("describe", {})[fact] = value
 
-            def factory(samples, chain, **kw):
-                return make_loader(samples, chain, workers=workers, seed=spec.seed, **kw)
+            def factory(samples, chain, part=False, **kw):
+                share = {"rank": processes.rank, "world": processes.world} if part else {}
+                return make_loader(samples, chain, workers=workers, seed=spec.seed, **share, **kw)
 
             train_data = None
             if train_samples:
@@ -347,17 +391,30 @@ def run(spec: RunSpec, registry: Registry) -> Path:
                     no_training_image(read_log, train_samples)  # the real reason, if it is
                     raise
                 config["train_seconds"] = round(time.perf_counter() - t0, 2)
-                report_skipped(run_dir, read_log, splits, log, training=True, listed=listed)
+                note_checkpoints(ctx.checkpoints, config, previous, log)
+                if processes.several:  # every process evaluates process 0's state (as saved):
+                    # parameters agree already; buffers (BatchNorm statistics) saw one part each
+                    detector.load_trainable_state(processes.broadcast(detector.trainable_state()))
+                merge_read_logs(processes, read_log)
+                if processes.main:
+                    report_skipped(run_dir, read_log, splits, log, training=True, listed=listed)
                 no_training_image(read_log, train_samples)
                 check_losses(losses)
                 config["loss_first"] = losses[0] if losses else None
                 config["loss_last"] = losses[-1] if losses else None
-            save_state(run_dir / "state.safetensors", detector, addons, config)
+            if processes.main:
+                save_state(run_dir / "state.safetensors", detector, addons, config)
             t0 = time.perf_counter()
             clean = evaluate(detector, test_samples, factory, run_dir, ctx)
-        report_skipped(run_dir, read_log, splits, log, training=False, listed=listed)
+        merge_read_logs(processes, read_log)
+        if processes.main:
+            report_skipped(run_dir, read_log, splits, log, training=False, listed=listed)
         config["eval_seconds"] = round(time.perf_counter() - t0, 2)
-        if resolved.sweep.items:
+        if tracker is not None:
+            tracker.log_metrics(clean.table)
+        if resolved.sweep.items and processes.several:
+            log("the robustness sweep runs in process 0 alone (it is not sharded)")
+        if resolved.sweep.items and processes.main:
             from bench.robustness import run_sweep
 
             t0 = time.perf_counter()
@@ -366,22 +423,41 @@ def run(spec: RunSpec, registry: Registry) -> Path:
         config["notes"] = ctx.notes
         config["status"] = "finished"
         config["finished_at"] = time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime())
-        write_json(run_dir / "config.json", config)
+        if processes.main:
+            write_json(run_dir / "config.json", config)
+            if ctx.checkpoints is not None:
+                ctx.checkpoints.remove()
     except BaseException as exc:
         if ctx is not None:
             config["notes"] = ctx.notes
-        record_failure(run_dir, config, exc, log, read_log, splits, listed=listed)
+        if processes.main:
+            record_failure(run_dir, config, exc, log, read_log, splits, listed=listed)
         raise
-    leaderboard.record(
-        out, config=key, seed=spec.seed, label=spec.label, train=train_name, run_id=run_dir.name
-    )
-    paths = leaderboard.write_all(out, metric=spec.metric)
-    log(f"leaderboard: {', '.join(str(p) for p in paths)}")
-    if spec.plots:
-        from bench.plots import plot_run_logged
-
-        plot_run_logged(run_dir, spec.metric, log)
+    finally:
+        if tracker is not None:
+            tracker.finish()
+        if lock is not None:
+            lock.release()
+    if processes.main:
+        finish_run(spec, out, key, train_name, run_dir, log)
     return run_dir
+
+
+def open_run_dir(
+    processes: Any, out: Path, resume: Any, label: str, train_name: str
+) -> tuple[Path, Any]:
+    """(the run folder, process 0's lock on it): a new folder, or the one to resume."""
+    from bench.run_resume import RunLock
+
+    lock, run_dir = None, None
+    if processes.main:
+        if resume is not None:
+            run_dir = Path(resume)
+        else:
+            run_dir = out / "runs" / new_run_id(label, train_name)
+            run_dir.mkdir(parents=True, exist_ok=False)
+        lock = RunLock(run_dir).acquire()
+    return Path(processes.broadcast(str(run_dir) if run_dir else None)), lock
 
 
 def data_roots(data: Any) -> list[str]:

@@ -46,8 +46,18 @@ def run_table(
     progress: bool = True,
     overrides: list[str] | None = None,
     allow_missing: bool = False,
+    plan: bool = False,
+    jobs: int = 1,
+    devices: list[str] | None = None,
+    checkpoint_every: int | None = None,
 ) -> list[Path]:
-    """Run the rows that are not finished yet, then write OUT/<name>.csv and OUT/<name>.md."""
+    """Run the rows that are not finished yet, then write OUT/<name>.csv and OUT/<name>.md.
+
+    plan: write the unfinished rows as `bench run` commands (OUT/plan/) instead, and
+    return the scripts' paths; jobs > 1: run that many rows at once (``bench.table_plan``),
+    each on the next of ``devices``, then draw the table from their runs.
+    checkpoint_every: each row's run checkpoints every N steps too (``bench run`` flag).
+    """
     from bench.plugins import get_registry
 
     spec = load_spec(spec_path_or_name)
@@ -66,33 +76,36 @@ def run_table(
     paper = paper_rows(spec) if preset == "paper" else {}  # a bad paper_row fails before training
     out_dir = Path(out) if out is not None else Path("results") / "tables" / preset
     train_name = chosen.train_name or dataset_name(train)
+    common = {  # the RunSpec fields every row shares
+        "train": train,
+        "test": [f"{name}={path}" for name, path in tests],
+        "preset": preset,
+        "device": device,
+        "out": str(out_dir),
+        "max_per_class": chosen.max_per_class,
+        "workers": workers,
+        "progress": progress,
+        "metric": spec.metric,
+        "train_name": train_name,
+        "checkpoint_every": checkpoint_every,
+    }
+    rows = row_specs(spec, chosen, registry, common)
+    parallel = jobs > 1 or devices is not None
+    if plan or parallel:
+        from bench.table_plan import planned_rows, run_parallel, write_plan
+
+        planned = planned_rows(spec, rows, out_dir, registry)
+        if plan:
+            return write_plan(spec, preset, out_dir, planned, progress)
+        run_parallel(planned, out_dir, jobs, devices or [device], progress)
     results, failures = [], []
-    for number, row in enumerate(spec.rows, start=1):
+    for number, row, run_spec, reason in rows:
         where = f"row {number} of {len(spec.rows)} ({row.label})"
-        reason = skip_reason(row, registry) if row.unavailable else None
         if reason:
             log(f"{where}: skipped: {reason}", progress)
             results.append(RowResult(row, note=f"skipped: {reason}"))
             continue
-        run_spec = RunSpec(
-            detector=row.detector,
-            addons=list(row.addons),
-            train=train,
-            test=[f"{name}={path}" for name, path in tests],
-            options={k: dict(v) for k, v in row.options.items()},
-            preset=preset,
-            device=device,
-            out=str(out_dir),
-            max_per_class=chosen.max_per_class,
-            workers=workers,
-            progress=progress,
-            metric=spec.metric,
-            train_name=train_name,
-            name=row.label,
-            seen=list(chosen.seen),
-            perturb={k: dict(v) for k, v in spec.perturb.items()},
-        )
-        result = run_row(row, run_spec, out_dir, registry, progress, where)
+        result = run_row(row, run_spec, out_dir, registry, progress, where, start=not parallel)
         if result.note:
             failures.append(f"{row.label}: {result.note}")
         results.append(result)
@@ -108,6 +121,31 @@ def run_table(
             f"the other rows are in {paths[1]}"
         )
     return paths
+
+
+def row_specs(
+    spec: TableSpec, chosen: TablePreset, registry: Any, common: dict[str, Any]
+) -> list[tuple[int, TableRow, RunSpec | None, str | None]]:
+    """(number, row, its RunSpec, None) per row; (number, row, None, why) for a row skipped.
+
+    common: the RunSpec fields every row shares (data, device, out, ...)."""
+    out = []
+    for number, row in enumerate(spec.rows, start=1):
+        reason = skip_reason(row, registry) if row.unavailable else None
+        if reason:
+            out.append((number, row, None, reason))
+            continue
+        run_spec = RunSpec(
+            detector=row.detector,
+            addons=list(row.addons),
+            options={k: dict(v) for k, v in row.options.items()},
+            name=row.label,
+            seen=list(chosen.seen),
+            perturb={k: dict(v) for k, v in spec.perturb.items()},
+            **{**common, "test": list(common["test"])},
+        )
+        out.append((number, row, run_spec, None))
+    return out
 
 
 def table_columns(
@@ -135,11 +173,22 @@ def table_columns(
 
 
 def run_row(
-    row: TableRow, spec: RunSpec, out_dir: Path, registry: Any, progress: bool, where: str = ""
+    row: TableRow,
+    spec: RunSpec,
+    out_dir: Path,
+    registry: Any,
+    progress: bool,
+    where: str = "",
+    start: bool = True,
 ) -> RowResult:
-    """Reuse a finished run or start one; a failing row is reported, not fatal to the table."""
+    """Reuse a finished run, resume a stopped one or start one; a failing row is reported,
+    not fatal to the table. start=False: only reuse (the rows ran in parallel already)."""
+    from bench.run_resume import unfinished_run
+
     where = where or row.label
     run_dir = reusable_run(out_dir, spec, registry)
+    if run_dir is None and not start:
+        return RowResult(row, note="failed: see its log in plan/logs/")
     if run_dir is not None and spec.perturb:
         from bench.robustness_table import ensure_sweep
 
@@ -149,9 +198,11 @@ def run_row(
     if run_dir is not None:
         log(f"{where}: reusing finished run {run_dir.name}", progress)
     else:
-        log(f"{where}: running {'+'.join([spec.detector, *spec.addons])}", progress)
+        stopped = unfinished_run(out_dir, row_key(spec, registry), spec.seed)
+        what = f"resuming {stopped.name}" if stopped else "running"
+        log(f"{where}: {what} {'+'.join([spec.detector, *spec.addons])}", progress)
         try:
-            run_dir = run(spec, registry)
+            run_dir = run(spec, registry, resume=stopped) if stopped else run(spec, registry)
         except Exception as exc:  # one broken detector must not cost the other rows
             if not isinstance(exc, BenchError):
                 traceback.print_exc()  # a bug, not bad input: keep what is needed to fix it
@@ -234,12 +285,7 @@ def demo_root(progress: bool) -> Path:
 
 def reusable_run(out_dir: Path, spec: RunSpec, registry: Any) -> Path | None:
     """The finished run in OUT's index with this row's configuration and seed, if any."""
-    from bench.run_data import name_test_sets
-    from bench.run_identity import config_key
-    from bench.runner import identity_of
-
-    resolved = resolve_components(registry, spec)
-    key = config_key(identity_of(spec, resolved, name_test_sets(spec.test)))
+    key = row_key(spec, registry)
     for entry in leaderboard.read_index(out_dir):
         if (entry.get("config"), entry.get("seed")) != (key, str(spec.seed)):
             continue
@@ -251,6 +297,16 @@ def reusable_run(out_dir: Path, spec: RunSpec, registry: Any) -> Path | None:
         if config.get("status") == "finished" and (run_dir / "metrics.csv").is_file():
             return run_dir
     return None
+
+
+def row_key(spec: RunSpec, registry: Any) -> str:
+    """The configuration key a row's run has (``bench.run_identity``)."""
+    from bench.run_data import name_test_sets
+    from bench.run_identity import config_key
+    from bench.runner import identity_of
+
+    resolved = resolve_components(registry, spec)
+    return config_key(identity_of(spec, resolved, name_test_sets(spec.test)))
 
 
 def read_scores(run_dir: Path) -> dict[tuple[str, str], dict[str, float]]:

@@ -44,46 +44,105 @@ def to_device(batch: dict, device: str) -> dict:
 
 
 def fit_loop(detector: Detector, train: TrainData, ctx: RunContext) -> list[float]:
-    """Train with ``detector.training_step`` for ``train.epochs``; returns per-step losses."""
+    """Train with ``detector.training_step`` for ``train.epochs``; returns per-step losses.
+
+    Several processes (``ctx.processes``) each take their part of every batch and step with
+    the whole batch's gradient; ``ctx.checkpoints`` are written at every epoch's end and
+    every N steps, and a run that has one goes on from it (``bench.checkpoint``).
+    """
     from tqdm import tqdm
 
     from bench.data.pipeline import DataWait
+    from bench.distributed import SINGLE
 
+    processes = ctx.processes or SINGLE
+    checkpoints = ctx.checkpoints
     optimizer = detector.configure_optimizer()
     chain = detector.transforms(train=True)
     steps_per_epoch = max(1, math.ceil(len(train.samples) / train.batch_size))
     scheduler = detector.configure_scheduler(optimizer, steps_per_epoch, train.epochs)
-    losses: list[float] = []
+    book = LossBook(ctx, optimizer)
+    start_epoch, start_batch = 0, 0
+    if checkpoints is not None:
+        saved = checkpoints.restore(detector, optimizer, scheduler)
+        if saved is not None:
+            start_epoch, start_batch = saved["epoch"], saved["batch"]
+            book.losses = list(saved["losses"])
     wait = DataWait()
     detector.train_mode(True)
     try:
-        for epoch in range(train.epochs):
-            loader = train.loader(chain, train=True, shuffle=True, epoch=epoch)
+        for epoch in range(start_epoch, train.epochs):
+            done = start_batch if epoch == start_epoch else 0
+            loader = train.loader(
+                chain, train=True, shuffle=True, epoch=epoch, part=processes.several, skip=done
+            )
             bar = tqdm(
                 wait(loader),
                 total=len(loader),
                 desc=f"train {epoch + 1}/{train.epochs}",
                 disable=not ctx.progress,
             )
-            pending: list[torch.Tensor] = []
             for batch in bar:
-                if batch["image"] is None:
-                    continue
-                batch = to_device(batch, ctx.device)
-                pending.append(step(detector, batch, optimizer, scheduler, ctx))
-                if not losses:  # the first step of the run: read and checked at once
-                    losses.extend(read_losses(pending, epoch, first=True))
-                elif len(pending) >= READ_EVERY:
-                    losses.extend(read_losses(pending, epoch))
-                    bar.set_postfix(loss=f"{losses[-1]:.4f}")
-            losses.extend(read_losses(pending, epoch))
+                done += 1
+                if batch["image"] is not None:
+                    batch = to_device(batch, ctx.device)
+                    book.add(step(detector, batch, optimizer, scheduler, ctx), epoch)
+                elif processes.several:  # the others may have images: join their step
+                    book.add(empty_step(optimizer, scheduler, ctx), epoch)
+                if book.due():
+                    book.read(epoch)
+                    bar.set_postfix(loss=f"{book.losses[-1]:.4f}")
+                due = checkpoints is not None and done < steps_per_epoch
+                if due and checkpoints.due(epoch * steps_per_epoch + done):
+                    book.read(epoch)
+                    checkpoints.save(
+                        detector, optimizer, scheduler, epoch=epoch, batch=done, losses=book.losses
+                    )
+            book.read(epoch)
             ctx.log(
-                f"epoch {epoch + 1}/{train.epochs}: mean loss {mean_tail(losses, steps_per_epoch):.4f}"
+                f"epoch {epoch + 1}/{train.epochs}: mean loss "
+                f"{mean_tail(book.losses, steps_per_epoch):.4f}"
             )
+            if checkpoints is not None:
+                checkpoints.save(
+                    detector, optimizer, scheduler, epoch=epoch + 1, batch=0, losses=book.losses
+                )
     finally:
         detector.train_mode(False)
     record_wait(ctx, wait, "train")
-    return losses
+    return book.losses
+
+
+class LossBook:
+    """The losses of a training loop, read from the device in groups (one sync each) and
+    handed to the experiment tracker with each step's learning rate."""
+
+    def __init__(self, ctx: RunContext, optimizer: Any):
+        self.ctx = ctx
+        self.optimizer = optimizer
+        self.losses: list[float] = []
+        self.pending: list[torch.Tensor] = []
+        self.rates: list[float] = []
+
+    def add(self, loss: torch.Tensor | None, epoch: int) -> None:
+        if loss is None:  # no process had a readable image: no step, as in one process
+            return
+        self.pending.append(loss)
+        self.rates.append(float(self.optimizer.param_groups[0]["lr"]))
+        if not self.losses and len(self.pending) == 1:  # the run's first step: at once
+            self.read(epoch, first=True)
+
+    def due(self) -> bool:
+        return len(self.pending) >= READ_EVERY
+
+    def read(self, epoch: int, first: bool = False) -> None:
+        start = len(self.losses)
+        values = read_losses(self.pending, epoch, first=first)
+        self.losses.extend(values)
+        if self.ctx.track is not None:
+            for i, (value, rate) in enumerate(zip(values, self.rates, strict=True)):
+                self.ctx.track({"train/loss": value, "train/lr": rate}, start + i + 1)
+        self.rates.clear()
 
 
 def record_wait(ctx: RunContext, wait: Any, what: str) -> None:
@@ -92,20 +151,47 @@ def record_wait(ctx: RunContext, wait: Any, what: str) -> None:
         return
     ctx.log(wait.summary(what, ctx.workers))
     ctx.notes.setdefault("data_wait", {})[what] = round(wait.share(), 4)
+    if ctx.track is not None:
+        ctx.track({f"{what}/data_wait_share": wait.share()}, None)
 
 
 def step(
     detector: Detector, batch: dict, optimizer: Any, scheduler: Any, ctx: RunContext
-) -> torch.Tensor:
-    """One optimiser step on ``detector.training_step``; the detached loss, not yet read."""
+) -> torch.Tensor | None:
+    """One optimiser step on ``detector.training_step``; the detached loss, not yet read.
+
+    With several processes the gradients are first made the whole batch's (each process's
+    weighted by its share of the readable images) and the loss is the whole batch's mean.
+    """
     with autocast(ctx):
         loss = detector.training_step(batch)
     optimizer.zero_grad(set_to_none=True)
     loss.backward()
+    processes = ctx.processes
+    if processes is not None and processes.several:
+        loss = processes.average_gradients(parameters(optimizer), len(batch["path"]), loss)
+        if loss is None:
+            return None
     optimizer.step()
     if scheduler is not None:
         scheduler.step()
     return loss.detach()
+
+
+def empty_step(optimizer: Any, scheduler: Any, ctx: RunContext) -> torch.Tensor | None:
+    """This process's part of a batch had no readable image: it still joins the step."""
+    optimizer.zero_grad(set_to_none=True)
+    loss = ctx.processes.average_gradients(parameters(optimizer), 0, None)
+    if loss is None:
+        return None
+    optimizer.step()
+    if scheduler is not None:
+        scheduler.step()
+    return loss.detach()
+
+
+def parameters(optimizer: Any) -> list[Any]:
+    return [p for group in optimizer.param_groups for p in group["params"]]
 
 
 def read_losses(pending: list[torch.Tensor], epoch: int, first: bool = False) -> list[float]:

@@ -217,19 +217,36 @@ class BlipCaptions:
             if digest not in cached and digest not in queued:
                 todo[path] = digest
                 queued.add(digest)
-        if todo:
+        processes = getattr(ctx, "processes", None)
+        several = processes is not None and processes.several
+        items = list(processes.broadcast(todo).items()) if several else list(todo.items())
+        if items:
             device = getattr(ctx, "device", "cpu") or "cpu"
             workers = int(getattr(ctx, "workers", 0) or 0)
             log: Callable[[str], None] = getattr(ctx, "log", None) or (lambda _m: None)
-            log(f"captioning {len(todo)} images with {self.model_id} (cached in {file.parent})")
-            cached.update(self._caption(list(todo.items()), device, file, workers))
-        return {p: cached[d] for p, d in digests.items() if d in cached}
+            log(f"captioning {len(items)} images with {self.model_id} (cached in {file.parent})")
+            if not several:
+                cached.update(self._caption(items, device, file, workers))
+            else:  # each process captions every N-th image; process 0 writes the cache
+                mine = self._caption(
+                    items[processes.rank :: processes.world],
+                    device,
+                    file if processes.main else None,
+                    workers,
+                )
+                for rank, done in enumerate(processes.all_gather(mine)):
+                    cached.update(done)
+                    if rank > 0 and processes.main:
+                        _append_jsonl(file, done)
+        found = {p: cached[d] for p, d in digests.items() if d in cached}
+        return processes.broadcast(found) if several else found  # process 0's, on every one
 
     def _caption(
-        self, items: list[tuple[str, str]], device: str, file: Path, workers: int = 0
+        self, items: list[tuple[str, str]], device: str, file: Path | None, workers: int = 0
     ) -> Captions:
         """Caption ``items`` (path, digest); images are read and preprocessed by
-        ``workers`` DataLoader workers while the model generates."""
+        ``workers`` DataLoader workers while the model generates. Appended to ``file``
+        as they come (None: another process writes them)."""
         import torch
         from torch.utils.data import DataLoader
 
@@ -242,7 +259,7 @@ class BlipCaptions:
             collate_fn=_stack_readable,
         )
         done: Captions = {}
-        with open(file, "a", encoding="utf-8") as fh:
+        with open(file, "a", encoding="utf-8") if file else open(os.devnull, "w") as fh:
             for pixels, digests in loader:
                 if not digests:
                     continue
@@ -296,6 +313,12 @@ def _stack_readable(items: list[tuple[Any, str] | None]) -> tuple[Any, list[str]
     if not good:
         return None, []
     return torch.stack([p for p, _ in good]), [d for _, d in good]
+
+
+def _append_jsonl(file: Path, captions: Captions) -> None:
+    with open(file, "a", encoding="utf-8") as fh:
+        for digest, text in captions.items():
+            fh.write(json.dumps({"sha256": digest, "caption": text}) + "\n")
 
 
 def _read_jsonl(file: Path) -> Captions:

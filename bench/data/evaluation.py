@@ -13,27 +13,41 @@ from collections.abc import Iterator
 from typing import Any
 
 
-def evaluation_batches(samples: list, chain: Any, factory: Any, plan: Any, batch_size: int) -> Any:
+def evaluation_batches(
+    samples: list, chain: Any, factory: Any, plan: Any, batch_size: int, shard: Any = None
+) -> Any:
     """The test batches: from the image loader (in the detector's fixed composition when
-    it asks for one), or from inputs the detector computed already (no decoding)."""
-    if plan is not None and plan.features is not None:
-        return FeatureBatches(samples, plan, batch_size)
+    it asks for one), or from inputs the detector computed already (no decoding).
+
+    shard: (rank, world) of several processes: process ``rank`` gets every ``world``-th of
+    the batches one process would use (whole batches, so a detector whose score depends on
+    its batch scores each image as one process does).
+    """
     fixed = plan.batches if plan is not None else None
+    if shard is not None and shard[1] > 1:
+        rank, world = shard
+        fixed = batch_list(len(samples), plan, batch_size)[rank::world]
+    if plan is not None and plan.features is not None:
+        return FeatureBatches(samples, plan, batch_size, order=fixed)
     return factory(samples, chain, train=False, shuffle=False, batch_size=batch_size, batches=fixed)
+
+
+def batch_list(n: int, plan: Any, batch_size: int) -> list[list[int]]:
+    """Every test batch one process uses, as lists of sample indices, in its order."""
+    if plan is not None and plan.batches is not None:
+        return [list(b) for b in plan.batches]
+    return [list(range(i, min(i + batch_size, n))) for i in range(0, n, batch_size)]
 
 
 class FeatureBatches:
     """Batches of precomputed features, shaped as the loader's (skipped files listed)."""
 
-    def __init__(self, samples: list, plan: Any, batch_size: int):
+    def __init__(self, samples: list, plan: Any, batch_size: int, order: Any = None):
         from bench.data.pipeline import active_read_log
 
-        n = len(samples)
         self.samples, self.plan = samples, plan
         self.read_log = active_read_log()
-        self.order = plan.batches or [
-            list(range(i, min(i + batch_size, n))) for i in range(0, n, batch_size)
-        ]
+        self.order = order if order is not None else batch_list(len(samples), plan, batch_size)
 
     def __len__(self) -> int:
         return len(self.order)

@@ -231,16 +231,30 @@ def make_loader(
     workers: int = 0,
     seed: int = 0,
     batches: list[list[int]] | None = None,
+    rank: int = 0,
+    world: int = 1,
+    skip: int = 0,
 ) -> DataLoader:
     """A DataLoader over ``samples`` whose order and augmentations depend only on the seeds.
 
     batches: a fixed batch composition (lists of sample indices) instead of
-    batch_size / shuffle / drop_last.
+    batch_size / shuffle / drop_last. rank, world: yield only process ``rank``'s part of
+    each batch one process would draw (bench.distributed); skip: leave out the first
+    ``skip`` batches (a resumed epoch). Both keep every batch's composition and every
+    image's augmentation exactly as one uninterrupted process has them.
     """
     dataset = ImageDataset(samples, chain, train=train, seed=seed, epoch=epoch)
+    if batches is None and (world > 1 or skip):
+        order = batch_order(len(samples), batch_size, shuffle, drop_last, seed, epoch)
+        batches = [part_of(b, rank, world) for b in order[skip:]]
     if batches is not None:
         loader = RecordingLoader(
-            dataset, batch_sampler=batches, num_workers=workers, collate_fn=collate
+            dataset,
+            batch_sampler=batches,
+            num_workers=workers,
+            collate_fn=collate,
+            # its own generator: drawing worker seeds must not move the global RNG
+            generator=torch.Generator().manual_seed(sample_seed(seed, epoch, 0)),
         )
         loader.read_log = active_read_log()
         return loader
@@ -257,6 +271,29 @@ def make_loader(
     )
     loader.read_log = active_read_log()
     return loader
+
+
+def batch_order(
+    n: int, batch_size: int, shuffle: bool, drop_last: bool, seed: int, epoch: int
+) -> list[list[int]]:
+    """The batches (sample indices) ``make_loader`` draws for this epoch, read from the
+    very sampler it uses (a DataLoader over the indices, seeded the same way)."""
+    generator = torch.Generator().manual_seed(sample_seed(seed, epoch, 0))
+    indices = DataLoader(
+        range(n),
+        batch_size=batch_size,
+        shuffle=shuffle,
+        drop_last=drop_last,
+        generator=generator,
+        collate_fn=list,
+    )
+    return [list(b) for b in indices]
+
+
+def part_of(batch: list[int], rank: int, world: int) -> list[int]:
+    """Process ``rank``'s contiguous part of one batch (sizes differ by at most one)."""
+    n = len(batch)
+    return list(batch[rank * n // world : (rank + 1) * n // world])
 
 
 def load_caption_sidecars(roots: list[str | Path]) -> dict[str, str]:
