@@ -13,7 +13,7 @@ from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any
 
-from bench.errors import BenchError
+from bench.errors import BenchError, interruption
 from bench.evaluation import evaluate
 from bench.options import merge_options
 from bench.registry import Registry
@@ -430,8 +430,11 @@ def run(spec: RunSpec, registry: Registry, resume: str | os.PathLike[str] | None
     except BaseException as exc:
         if ctx is not None:
             config["notes"] = ctx.notes
+        stop = interruption(exc)
         if processes.main:
-            record_failure(run_dir, config, exc, log, read_log, splits, listed=listed)
+            record_failure(run_dir, config, stop or exc, log, read_log, splits, listed=listed)
+        if stop is not None and stop is not exc:
+            raise stop from exc  # a stop, even when a dying worker's error came first
         raise
     finally:
         if tracker is not None:

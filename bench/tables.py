@@ -18,7 +18,7 @@ from pathlib import Path
 from typing import Any
 
 from bench import leaderboard
-from bench.errors import BenchError
+from bench.errors import BenchError, interruption
 from bench.runner import RunSpec, dataset_name, resolve_components, run
 from bench.table_columns import resolve_columns
 from bench.table_render import RowResult, render
@@ -204,6 +204,9 @@ def run_row(
         try:
             run_dir = run(spec, registry, resume=stopped) if stopped else run(spec, registry)
         except Exception as exc:  # one broken detector must not cost the other rows
+            stop = interruption(exc)
+            if stop is not None:  # Ctrl-C or SIGTERM: stop the table, not just this row
+                raise stop from exc
             if not isinstance(exc, BenchError):
                 traceback.print_exc()  # a bug, not bad input: keep what is needed to fix it
             message = str(exc).splitlines()[0] if str(exc) else type(exc).__name__

@@ -270,3 +270,48 @@ def test_non_utf8_file_and_folder_names_end_to_end(tmp_path, tiny_tree, tiny_tes
     assert header == b"p_fake\tpath"
     score, printed = line.split(b"\t")
     assert printed == image and 0.0 <= float(score) <= 1.0  # the path's own bytes come back
+
+
+def _worker_died_during_a_stop(*args, **kwargs):
+    """What a DataLoader does when SIGTERM reaches its workers too (scancel): its own
+    RuntimeError, raised while the main process handles the signal."""
+    from bench.errors import Terminated
+
+    try:
+        raise Terminated("SIGTERM")
+    except Terminated:
+        # no "from": the context is implicit, as where torch raises it
+        raise RuntimeError("DataLoader worker (pid 4242) is killed by signal: Terminated")  # noqa: B904
+
+
+def test_a_worker_dying_in_a_sigterm_is_a_stop_not_a_failure(
+    tmp_path, tiny_tree, tiny_test_tree, monkeypatch, capsys
+):
+    cls = get_registry().get("detector", "spectral_logreg").load()
+    monkeypatch.setattr(cls, "fit", _worker_died_during_a_stop)
+    argv = ["run", "--detector", "spectral_logreg", "--train", str(tiny_tree), "--test"]
+    argv += [str(tiny_test_tree), "--out", str(tmp_path / "out"), "--workers", "0", "--quiet"]
+    assert main(argv) == 143
+    assert capsys.readouterr().err.strip().splitlines()[-1] == "bench: terminated (SIGTERM)"
+    config = json.loads((_only_run(tmp_path / "out") / "config.json").read_text())
+    assert (config["status"], config["error"]) == ("interrupted", "SIGTERM")
+
+
+def test_a_table_stops_at_a_sigterm_instead_of_failing_the_row_and_going_on(
+    tmp_path, tiny_tree, monkeypatch
+):
+    from bench import tables
+    from bench.errors import Terminated
+    from tests.test_tables import tiny_spec
+
+    calls: list[str] = []
+
+    def run_dying_in_a_stop(spec, registry, **kwargs):
+        calls.append(spec.label)
+        _worker_died_during_a_stop()
+
+    spec = tiny_spec(tmp_path, tiny_tree, tiny_tree)
+    monkeypatch.setattr(tables, "run", run_dying_in_a_stop)
+    with pytest.raises(Terminated):
+        tables.run_table(spec, out=tmp_path / "out", progress=False)
+    assert calls == ["logreg"]  # the second row never started
