@@ -44,7 +44,7 @@ PY
 sed -n '/^\[tool.mutmut\]/,$p' pyproject.toml
 mutmut="$(dirname "$python")/mutmut"
 start=$(date +%s)
-HF_HUB_OFFLINE=1 nice -n "$nice_level" "$mutmut" run --max-children "$jobs" > run.log 2>&1 || true
+HF_HUB_OFFLINE=1 OMP_NUM_THREADS=1 MKL_NUM_THREADS=1 nice -n "$nice_level" "$mutmut" run --max-children "$jobs" > run.log 2>&1 || true
 end=$(date +%s)
 "$mutmut" export-cicd-stats > /dev/null
 "$mutmut" results > survivors.txt 2>&1 || true
