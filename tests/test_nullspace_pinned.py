@@ -1,11 +1,20 @@
-"""Issue 17 (mutation testing): NS-Net's "own" reading, each image away from its own caption."""
+"""Issue 17 (mutation testing): the NULL-space module's edges, messages and settings, by hand."""
 
 from __future__ import annotations
 
 import numpy as np
+import pytest
 import torch
 
-from nsnet_plugin.nullspace import project_own
+from nsnet_plugin.nullspace import (
+    NullSpace,
+    is_projector,
+    null_space_projector,
+    project_own,
+    removal_basis,
+    right_singular,
+    semantic_subspace_projector,
+)
 
 
 def test_project_own_removes_each_rows_own_caption_direction():
@@ -28,3 +37,174 @@ def test_project_own_against_numpy_and_in_float32_for_half_inputs():
     half = project_own(torch.from_numpy(u).bfloat16(), torch.from_numpy(v).float())
     assert half.dtype == torch.float32  # never a half-precision projection
     np.testing.assert_allclose((half * torch.from_numpy(unit).float()).sum(1), 0, atol=1e-5)
+
+
+# ----------------------------------------------------------------------------- mutation survivors
+def _diag_rows(*values: float, d: int = 8) -> torch.Tensor:
+    """Rows s_i e_i: singular values s_i, right singular vectors the first unit vectors."""
+    V = torch.zeros(len(values), d, dtype=torch.float64)
+    for i, s in enumerate(values):
+        V[i, i] = s
+    return V
+
+
+def test_caption_features_are_checked_with_messages():
+    with pytest.raises(
+        ValueError, match=r"^caption features must be \(n, d\), got shape \(1, 2, 3\)$"
+    ):
+        null_space_projector(torch.ones(1, 2, 3))
+    with pytest.raises(ValueError, match="^caption features have zero dimensions$"):
+        null_space_projector(torch.ones(3, 0))
+    with pytest.raises(ValueError, match="^caption features contain NaN or inf$"):
+        null_space_projector(torch.tensor([[1.0, float("nan")]]))
+    # one caption as a vector is one row; one feature dimension is allowed
+    v = torch.tensor([3.0, 0.0, 4.0, 0.0, 0.0, 0.0, 0.0, 0.0], dtype=torch.float64)
+    expected = torch.eye(8, dtype=torch.float64) - torch.outer(v, v) / 25.0
+    torch.testing.assert_close(null_space_projector(v), expected)
+    torch.testing.assert_close(
+        null_space_projector(torch.ones(3, 1, dtype=torch.float64), min_null_dim=0),
+        torch.zeros(1, 1, dtype=torch.float64),
+    )
+
+
+def test_right_singular_of_no_rows_and_of_a_tiny_singular_value():
+    S, Vh = right_singular(torch.zeros(0, 4))
+    assert S.shape == (0,) and S.dtype == torch.float64
+    torch.testing.assert_close(Vh, torch.eye(4, dtype=torch.float64))
+    # n = 4d exactly: still the SVD, which keeps a singular value of 1e-9 (a Gram matrix
+    # squares it to 1e-18, below float64's resolution next to 1)
+    V = torch.zeros(8, 2, dtype=torch.float64)
+    V[0, 0], V[1, 1] = 1.0, 1e-9
+    S, _ = right_singular(V)
+    assert S.dtype == torch.float64 and S.shape == (2,)
+    assert S[1].item() == pytest.approx(1e-9, rel=1e-6)
+    # float32 input: the singular values come back in float64
+    assert right_singular(torch.eye(3))[0].dtype == torch.float64
+
+
+def test_gram_route_accumulates_every_chunk(monkeypatch):
+    import nsnet_plugin.nullspace as ns
+
+    monkeypatch.setattr(ns, "_GRAM_CHUNK", 4)
+    g = torch.Generator().manual_seed(0)
+    V = torch.randn(40, 3, generator=g, dtype=torch.float64)  # 40 > 4 x 3: the Gram route
+    S, Vh = right_singular(V)
+    ref = np.linalg.svd(V.numpy(), compute_uv=False)
+    np.testing.assert_allclose(S.numpy(), ref, rtol=1e-9)
+    assert S.dtype == torch.float64
+    half, _ = right_singular(V.float())  # float32 rows summed in float64
+    np.testing.assert_allclose(half.numpy(), ref, rtol=1e-5)
+    assert Vh.shape == (3, 3)
+
+
+def test_max_rank_zero_removes_nothing_and_negative_is_refused():
+    V = _diag_rows(3.0, 2.0)
+    torch.testing.assert_close(
+        null_space_projector(V, max_rank=0), torch.eye(8, dtype=torch.float64)
+    )
+    with pytest.raises(ValueError, match="^max_rank must be >= 0, got -1$"):
+        null_space_projector(V, max_rank=-1)
+    assert removal_basis(V, max_rank=0).shape == (0, 8)
+
+
+def test_collapse_guard_names_the_function_and_what_to_do():
+    V = _diag_rows(*range(1, 8))  # rank 7 of 8: keeping one dimension is below d // 4 = 2
+    message = (
+        r"^null_space_projector: removing 7 of 8 directions would leave a 1-dimensional "
+        r"null space, below min_null_dim=2; the caption features are \(nearly\) full rank\. "
+        r"Remove only the dominant directions \(max_rank / k / energy\), or lower "
+        r"min_null_dim explicitly\.$"
+    )
+    with pytest.raises(ValueError, match=message):
+        null_space_projector(V)
+    with pytest.raises(ValueError, match="^semantic_subspace_projector: removing 7 of 8"):
+        semantic_subspace_projector(V, k=7)
+    with pytest.raises(ValueError, match="^min_null_dim must be >= 0, got -1$"):
+        null_space_projector(V, min_null_dim=-1)
+    P = semantic_subspace_projector(V, k=7, min_null_dim=0)  # the guard lowered explicitly
+    assert float(torch.trace(P)) == pytest.approx(1.0)
+
+
+def test_semantic_subspace_arguments():
+    V = _diag_rows(1.0, 1.0, 0.5)
+    with pytest.raises(ValueError, match="^give k or energy, not both$"):
+        semantic_subspace_projector(V, k=1, energy=0.5)
+    with pytest.raises(ValueError, match="^k must be >= 0, got -1$"):
+        semantic_subspace_projector(V, k=-1)
+    for bad in (0.0, 1.5):
+        with pytest.raises(ValueError, match=rf"^energy must be in \(0, 1\], got {bad}$"):
+            semantic_subspace_projector(V, energy=bad)
+    trace = lambda P: round(float(torch.trace(P)))  # noqa: E731
+    assert trace(semantic_subspace_projector(V, k=0)) == 8  # k = 0 removes nothing
+    # energy shares 1/2.25, 2/2.25, 1: exactly reaching a share counts (the 1e-12 slack)
+    W = _diag_rows(1.0, 1.0)
+    assert trace(semantic_subspace_projector(W, energy=0.5)) == 7
+    assert trace(semantic_subspace_projector(W, energy=1.0)) == 6
+    assert trace(semantic_subspace_projector(V, energy=0.9)) == 5
+    # rtol decides the rank when neither k nor energy is given
+    assert trace(semantic_subspace_projector(V, k=None, rtol=0.6)) == 6
+    assert trace(semantic_subspace_projector(V, k=None)) == 5
+
+
+def test_nullspace_instance_passes_its_settings_to_the_batch_projection():
+    V = _diag_rows(3.0, 2.0, 1.0, 0.1).float()
+    U = torch.ones(2, 8)
+
+    def removed(space: NullSpace) -> int:
+        return int((space.project_batch(U, V)[0] == 0).sum())
+
+    assert removed(NullSpace("batch")) == 4
+    assert removed(NullSpace("batch", max_rank=2)) == 2
+    assert removed(NullSpace("batch", rtol=0.5)) == 2  # 3, 2 > 1.5; 1 and 0.1 are "zero"
+    many = _diag_rows(*range(1, 8)).float()
+    with pytest.raises(ValueError, match="below min_null_dim=2"):
+        NullSpace("batch").project_batch(U, many)
+    assert int((NullSpace("batch", min_null_dim=0).project_batch(U, many)[0] == 0).sum()) == 7
+    P = NullSpace("batch", rtol=0.5).projector_for_batch(V)
+    assert round(float(torch.trace(P))) == 6
+
+
+def test_nullspace_defaults_and_refusals():
+    space = NullSpace()
+    assert (space.mode, space.fixed_k, space.rtol, space.min_null_dim) == ("batch", 32, None, None)
+    assert repr(space) == (
+        "NullSpace(mode='batch', rtol=None, max_rank=None, fixed_k=32, fixed_energy=None, "
+        "min_null_dim=None, batch_at_eval=False)"
+    )
+    with pytest.raises(
+        ValueError, match=r"^give fixed_k or fixed_energy, not both \(set fixed_k=None\)$"
+    ):
+        NullSpace("fixed", fixed_energy=0.5)
+    with pytest.raises(
+        ValueError, match="NullSpace mode must be 'batch', 'fixed' or 'none', got 'all'"
+    ):
+        NullSpace("all")  # type: ignore[arg-type]
+    many = torch.randn(200, 160, generator=torch.Generator().manual_seed(0))
+    assert round(float(torch.trace(NullSpace("fixed").fit_fixed(many)))) == 160 - 32
+
+
+def test_batch_mode_warns_once_when_evaluation_has_nothing_to_project_with():
+    import warnings
+
+    space = NullSpace("batch")
+    x = torch.ones(2, 4)
+    with warnings.catch_warnings(record=True) as caught:
+        warnings.simplefilter("always")
+        assert torch.equal(space(x, None, training=False), x)
+        assert torch.equal(space(x, None, training=False), x)
+    assert len([w for w in caught if issubclass(w.category, RuntimeWarning)]) == 1
+
+
+def test_is_projector_accepts_projectors_only():
+    P = null_space_projector(_diag_rows(1.0, 2.0))
+    assert is_projector(P) and is_projector(P.float())
+    assert not is_projector(P[:4])  # not square
+    assert not is_projector(torch.eye(3, dtype=torch.int64))  # not floating point
+    assert not is_projector(torch.ones(2, 2, 2))
+    assert not is_projector(2 * torch.eye(3))  # not idempotent
+    skew = torch.tensor([[1.0, 1.0], [0.0, 0.0]])  # idempotent, not symmetric
+    assert torch.allclose(skew @ skew, skew) and not is_projector(skew)
+    nan = torch.eye(3)
+    nan[0, 0] = float("nan")
+    assert not is_projector(nan)
+    assert is_projector(torch.eye(3) + 1e-5) and not is_projector(torch.eye(3) + 1e-3)
