@@ -208,3 +208,95 @@ def test_is_projector_accepts_projectors_only():
     nan[0, 0] = float("nan")
     assert not is_projector(nan)
     assert is_projector(torch.eye(3) + 1e-5) and not is_projector(torch.eye(3) + 1e-3)
+
+
+def test_removal_basis_edges():
+    from nsnet_plugin.nullspace import default_min_null_dim
+
+    v = torch.tensor([0.0, 2.0, 0.0, 0.0])
+    basis = removal_basis(v)  # one caption as a vector
+    torch.testing.assert_close(basis.abs(), torch.tensor([[0.0, 1.0, 0.0, 0.0]]))
+    with pytest.raises(ValueError, match="^max_rank must be >= 0, got -1$"):
+        removal_basis(v, max_rank=-1)
+    empty = removal_basis(torch.zeros(0, 4, dtype=torch.float64))
+    assert empty.shape == (0, 4) and empty.dtype == torch.float32
+    one = removal_basis(_diag_rows(3.0, 2.0), max_rank=1)
+    assert one.shape == (1, 8) and float(one.abs().sum()) == pytest.approx(1.0)
+    # a singular value exactly at the tolerance counts as zero ("<=", as numerical_rank)
+    at = removal_basis(_diag_rows(2.0, 1.0), rtol=0.5)
+    assert float(at[0].abs().sum()) == pytest.approx(1.0) and float(at[1].abs().sum()) == 0.0
+    # the guard takes the caller's floor: 8 rows of rank 7 keep 1 dimension, allowed at 1
+    rank7 = _diag_rows(1, 2, 3, 4, 5, 6, 7, 0)
+    assert int((removal_basis(rank7, min_null_dim=1).abs().sum(1) > 0).sum()) == 7
+    with pytest.raises(ValueError, match="^null_space_projector: removing 7 of 8"):
+        removal_basis(rank7)
+    with pytest.raises(ValueError, match="below min_null_dim=7"):
+        removal_basis(_diag_rows(3.0, 2.0), min_null_dim=7)  # 2 of 8 removed, 6 kept < 7
+    assert [default_min_null_dim(d) for d in (4, 10, 12, 768)] == [2, 2, 3, 192]
+    assert isinstance(default_min_null_dim(10), int)
+    assert right_singular(torch.randn(3, 5))[1].shape == (3, 5)  # the reduced SVD
+
+
+def test_projector_paths_and_their_messages():
+    import warnings
+
+    V = _diag_rows(3.0, 2.0).float()
+    x = torch.ones(2, 8)
+    with pytest.raises(
+        RuntimeError, match=r"^NullSpace\(mode='fixed'\) needs fit_fixed\(\.\.\.\) first$"
+    ):
+        NullSpace("fixed").projector(None, training=False)
+    with pytest.raises(
+        ValueError,
+        match=r"^NullSpace\(mode='batch'\) needs the batch's caption features in training$",
+    ):
+        NullSpace("batch").projector(None, training=True)
+    torch.testing.assert_close(NullSpace("batch").projector(V, True), null_space_projector(V))
+    with pytest.warns(RuntimeWarning, match="features pass unprojected"):
+        assert NullSpace("batch").projector(V, False) is None  # evaluation ignores V ...
+    at_eval = NullSpace("batch", batch_at_eval=True)
+    torch.testing.assert_close(
+        at_eval.projector(V, False), null_space_projector(V)
+    )  # ... unless asked
+    with warnings.catch_warnings(record=True) as caught:
+        warnings.simplefilter("always")
+        out = NullSpace("batch")(x, V)  # the default is evaluation: V unused, no fixed P
+    assert torch.equal(out, x)
+    (warning,) = caught
+    assert str(warning.message) == (
+        "NullSpace(mode='batch'): no captions at evaluation and no fixed projector fitted; "
+        "features pass unprojected"
+    )
+    assert warning.filename == __file__  # reported where the caller called it
+
+
+def test_fit_fixed_honours_mode_rtol_and_the_floor():
+    V = _diag_rows(1.0, 1.0, 0.5, 0.1)
+    none = NullSpace("none")
+    assert none.fit_fixed(V) is None and none.fixed is None
+    P = NullSpace("fixed", fixed_k=None, rtol=0.6).fit_fixed(V)
+    assert round(float(torch.trace(P))) == 6
+    rank7 = _diag_rows(1, 2, 3, 4, 5, 6, 7)
+    with pytest.raises(ValueError, match="below min_null_dim=2"):
+        NullSpace("fixed", fixed_k=7).fit_fixed(rank7)
+    P = NullSpace("fixed", fixed_k=7, min_null_dim=0).fit_fixed(rank7)
+    assert round(float(torch.trace(P))) == 1
+
+
+def test_a_saved_non_projector_is_refused():
+    from bench.errors import BenchError
+
+    with pytest.raises(
+        BenchError, match=r"^the saved fixed_projector is not a projector \(P = Pᵀ = P²\)$"
+    ):
+        NullSpace("fixed").load_state({"fixed_projector": 2 * torch.eye(3)})
+    space = NullSpace("fixed")
+    space.load_state({})
+    assert space.fixed is None and space.state() == {}
+
+
+def test_is_projector_tolerance_is_1e_4_on_both_conditions():
+    nearly = torch.eye(3, dtype=torch.float64)
+    nearly[0, 1] = 1e-5  # 1e-5 off symmetric, 1e-5 off idempotent: inside 1e-4
+    assert is_projector(nearly)
+    assert not is_projector(torch.eye(3) * 0.9)  # symmetric, not idempotent
