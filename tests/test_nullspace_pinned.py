@@ -300,3 +300,15 @@ def test_is_projector_tolerance_is_1e_4_on_both_conditions():
     nearly[0, 1] = 1e-5  # 1e-5 off symmetric, 1e-5 off idempotent: inside 1e-4
     assert is_projector(nearly)
     assert not is_projector(torch.eye(3) * 0.9)  # symmetric, not idempotent
+
+
+def test_gram_route_sums_float32_rows_in_float64():
+    """A small direction (σ 1e-3 of the largest) survives the Gram route only in float64."""
+    g = torch.Generator().manual_seed(3)
+    R, _ = torch.linalg.qr(torch.randn(3, 3, generator=g, dtype=torch.float64))
+    V = (
+        (torch.randn(40, 3, generator=g, dtype=torch.float64) * torch.tensor([1.0, 1.0, 1e-3])) @ R
+    ).float()
+    S, _ = right_singular(V)  # 40 > 4 x 3: the Gram route
+    ref = np.linalg.svd(V.double().numpy(), compute_uv=False)
+    np.testing.assert_allclose(S.numpy(), ref, rtol=1e-3)  # a rotated small direction
