@@ -73,9 +73,11 @@ def test_right_singular_of_no_rows_and_of_a_tiny_singular_value():
     torch.testing.assert_close(Vh, torch.eye(4, dtype=torch.float64))
     # n = 4d exactly: still the SVD, which keeps a singular value of 1e-9 (a Gram matrix
     # squares it to 1e-18, below float64's resolution next to 1)
+    g = torch.Generator().manual_seed(4)
+    R, _ = torch.linalg.qr(torch.randn(2, 2, generator=g, dtype=torch.float64))
     V = torch.zeros(8, 2, dtype=torch.float64)
     V[0, 0], V[1, 1] = 1.0, 1e-9
-    S, _ = right_singular(V)
+    S, _ = right_singular(V @ R)  # rotated: the small direction mixes both coordinates
     assert S.dtype == torch.float64 and S.shape == (2,)
     assert S[1].item() == pytest.approx(1e-9, rel=1e-6)
     # float32 input: the singular values come back in float64
@@ -311,3 +313,21 @@ def test_gram_route_sums_float32_rows_in_float64():
     S, _ = right_singular(V)  # 40 > 4 x 3: the Gram route
     ref = np.linalg.svd(V.double().numpy(), compute_uv=False)
     np.testing.assert_allclose(S.numpy(), ref, rtol=1e-3)  # a rotated small direction
+
+
+def test_precision_choices_of_the_batch_projection_and_the_own_reading():
+    from nsnet_plugin.nullspace import NullSpace
+
+    g = torch.Generator().manual_seed(5)
+    R, _ = torch.linalg.qr(torch.randn(6, 6, generator=g, dtype=torch.float64))
+    V = torch.zeros(3, 6, dtype=torch.float64)
+    V[0, 0], V[1, 1], V[2, 2] = 1.0, 1.0, 1e-3
+    V = V @ R  # a small direction (1e-3) mixed into every coordinate
+    B = removal_basis(V.float())  # float32 captions, SVD in float64
+    _, _, vt = np.linalg.svd(V.float().double().numpy(), full_matrices=False)
+    np.testing.assert_allclose((B.T @ B).double().numpy(), vt.T @ vt, atol=1e-6)
+    many = _diag_rows(*range(1, 8))  # rank 7 of 8: allowed only with the floor lowered
+    P = NullSpace("batch", min_null_dim=0).projector_for_batch(many)
+    assert round(float(torch.trace(P))) == 1
+    own = project_own(torch.ones(2, 6), V[:2])  # float64 captions do not make it float64
+    assert own.dtype == torch.float32
