@@ -3,7 +3,8 @@
 This module holds the meta-test over the whole registry, the runner-level check, and the
 checks run once per check function. The checks are in tests/option_checks_core.py (no
 CLIP: Patch Selection, perturbations, SAFE, the spectral baseline) and
-tests/option_checks_clip.py (NS-Net, the NULL-space addon, UnivFD, VIB-Net); the registry
+tests/option_checks_clip.py (NS-Net, the NULL-space addon), tests/option_checks_frozen.py
+(UnivFD, VIB-Net); the registry
 and the exemptions' shared reasons in tests/option_rule.py.
 """
 
@@ -11,7 +12,11 @@ from __future__ import annotations
 
 import pytest
 
-from tests import option_checks_clip, option_checks_core  # noqa: F401  (register the checks)
+from tests import (  # noqa: F401  (they register the checks)
+    option_checks_clip,
+    option_checks_core,
+    option_checks_frozen,
+)
 from tests import option_rule as rule
 
 # ----------------------------------------------------------------------------- the rule
