@@ -4,8 +4,8 @@ Every step is deterministic given the seed the chain hands it, so a cached featu
 "view v of image x" is well defined, and has a ``repr`` that names all its parameters,
 because ``TransformChain.describe()`` (a cache key) is built from those reprs.
 Library transforms do the image work wherever one exists: albumentations for blur and
-JPEG, torchvision for rotation and colour jitter. SAFE's RandomMask has no library
-equivalent (torchvision's RandomErasing erases one rectangle, not a set of grid patches),
+JPEG, torchvision for rotation and colour jitter. SAFE's RandomMask (which NPR's AIGIBench
+code uses too) has no library equivalent (torchvision's RandomErasing erases one rectangle, not a set of grid patches),
 so it is written here.
 """
 
@@ -15,7 +15,7 @@ import random
 from collections.abc import Sequence
 from typing import Any
 
-from bench.interfaces import Transform
+from bench.interfaces import Transform, TransformChain
 
 
 class ResizeShorter(Transform):
@@ -47,14 +47,44 @@ class ResizeShorter(Transform):
         return f"ResizeShorter(size={self.size}, interpolation={self.interpolation!r})"
 
 
+class ResizeSquare(Transform):
+    """Both sides to ``size``, aspect not kept: torchvision's ``Resize((size, size))`` on PIL.
+
+    NPR's and FreqNet's code resizes every image this way before cropping (and instead of
+    cropping at evaluation); LaDeDa's loader squashes every image to 256 x 256 this way.
+    PIL's bilinear filter antialiases when it shrinks, as torchvision's does on PIL images;
+    an image already at the size is left untouched.
+    """
+
+    role = "geometry"
+
+    def __init__(self, size: int, interpolation: str = "bilinear"):
+        self.size = int(size)
+        self.interpolation = interpolation
+
+    def __call__(self, image: Any, *, train: bool, seed: int) -> Any:
+        from PIL import Image
+
+        if image.size == (self.size, self.size):
+            return image
+        resample = Image.Resampling[self.interpolation.upper()]
+        return image.resize((self.size, self.size), resample)
+
+    def __repr__(self) -> str:
+        return f"ResizeSquare(size={self.size}, interpolation={self.interpolation!r})"
+
+
 class BlurJpeg(Transform):
     """UnivFD's train-time degradation: Gaussian blur, then JPEG, each with its probability.
 
     UnivFD blurs with scipy (σ ~ U[0, 3]) and compresses with cv2 or PIL at random
     (quality 30..100). Here albumentations does both: its GaussianBlur (kernel radius 3.5σ,
-    as PIL) and its cv2-based ImageCompression. albumentations cannot blur with σ = 0
+    as PIL) and its cv2-based ImageCompression, fed the image in BGR order as CNNDetection's
+    ``cv2_jpg`` does (cv2 reads any 3-channel array as BGR, so an RGB array would be
+    encoded with red and blue swapped in its luma). albumentations cannot blur with σ = 0
     exactly (its kernel divides by σ), so the lower bound is clamped to 1e-3; every σ below
-    2/7 is a one-tap kernel, an identity, as σ = 0 is. Evaluation leaves images untouched.
+    2/7 is a one-tap kernel, an identity, as σ = 0 is. ``kernel`` > 0 fixes the kernel
+    size instead (AIDE blurs with a 3×3 kernel). Evaluation leaves images untouched.
     """
 
     def __init__(
@@ -63,6 +93,7 @@ class BlurJpeg(Transform):
         sigma: Sequence[float] = (0.0, 3.0),
         jpeg_p: float = 0.5,
         quality: Sequence[int] = (30, 100),
+        kernel: int = 0,
     ):
         import albumentations as A
 
@@ -70,16 +101,19 @@ class BlurJpeg(Transform):
         self.sigma = (float(sigma[0]), float(sigma[1]))
         self.jpeg_p = float(jpeg_p)
         self.quality = (int(quality[0]), int(quality[1]))
-        self._compose = A.Compose(
+        self.kernel = int(kernel)
+        # One Compose per step: Compose.set_random_seed gives every child the same seed, so
+        # in one Compose the blur and JPEG draws (whether, σ, quality) would be identical.
+        self._blur = A.Compose(
             [
                 A.GaussianBlur(
                     sigma_limit=(max(self.sigma[0], 1e-3), max(self.sigma[1], 1e-3)),
-                    blur_limit=0,
+                    blur_limit=(self.kernel, self.kernel) if self.kernel else 0,
                     p=self.blur_p,
-                ),
-                A.ImageCompression(quality_range=self.quality, p=self.jpeg_p),
+                )
             ]
         )
+        self._jpeg = A.Compose([A.ImageCompression(quality_range=self.quality, p=self.jpeg_p)])
 
     def __call__(self, image: Any, *, train: bool, seed: int) -> Any:
         if not train or (self.blur_p <= 0 and self.jpeg_p <= 0):
@@ -87,14 +121,18 @@ class BlurJpeg(Transform):
         import numpy as np
         from PIL import Image
 
-        self._compose.set_random_seed(seed)
-        out = self._compose(image=np.asarray(image.convert("RGB")))["image"]
-        return Image.fromarray(out)
+        blur_seed, jpeg_seed = np.random.SeedSequence(seed).generate_state(2)
+        self._blur.set_random_seed(int(blur_seed))
+        self._jpeg.set_random_seed(int(jpeg_seed))
+        bgr = np.ascontiguousarray(np.asarray(image.convert("RGB"))[..., ::-1])
+        out = self._jpeg(image=self._blur(image=bgr)["image"])["image"]
+        return Image.fromarray(np.ascontiguousarray(out[..., ::-1]))
 
     def __repr__(self) -> str:
+        kernel = f", kernel={self.kernel}" if self.kernel else ""
         return (
             f"BlurJpeg(blur_p={self.blur_p}, sigma={self.sigma}, "
-            f"jpeg_p={self.jpeg_p}, quality={self.quality})"
+            f"jpeg_p={self.jpeg_p}, quality={self.quality}{kernel}, draws='independent', jpeg='cv2-bgr')"
         )
 
 
@@ -154,3 +192,35 @@ class RandomMask(Transform):
 
     def __repr__(self) -> str:
         return f"RandomMask(p={self.p}, patch={self.patch}, ratio={self.ratio})"
+
+
+def cnndetection_transforms(
+    train: bool, options: dict[str, Any], size: int, mean: Sequence[float], std: Sequence[float]
+) -> TransformChain:
+    """CNNDetection's input pipeline, which UnivFD inherited and CNN-Spot is.
+
+    Train: shorter side to ``load_size`` (bilinear), blur / JPEG, random crop, flip,
+    normalisation. Evaluation: centre crop without resizing (smaller images are padded),
+    as CNNDetection's ``eval.py`` (``no_resize = True``) and UnivFD test. The resize and
+    the crops are the "geometry" steps an input addon replaces.
+    """
+    from bench.builtin.transforms import CenterCrop, HorizontalFlip, RandomCrop, ToTensor
+
+    to_tensor = ToTensor(mean, std)
+    if not train:
+        return TransformChain([CenterCrop(size), to_tensor])
+    o = options
+    return TransformChain(
+        [
+            ResizeShorter(int(o.get("load_size", 256))),
+            BlurJpeg(
+                blur_p=float(o.get("blur_p", 0.5)),
+                sigma=tuple(o.get("blur_sigma", (0.0, 3.0))),
+                jpeg_p=float(o.get("jpeg_p", 0.5)),
+                quality=tuple(o.get("jpeg_quality", (30, 100))),
+            ),
+            RandomCrop(size),
+            HorizontalFlip(),
+            to_tensor,
+        ]
+    )

@@ -24,7 +24,7 @@ from typing import Any
 import torch
 from torch import nn
 
-from baselines.augment import BlurJpeg, ResizeShorter
+from baselines.augment import cnndetection_transforms
 from baselines.feature_cache import (
     CacheMode,
     cached_features,
@@ -38,7 +38,6 @@ from baselines.schedule import (
     validation_features,
     validation_split,
 )
-from bench.builtin.transforms import CenterCrop, HorizontalFlip, RandomCrop, ToTensor
 from bench.errors import BenchError
 from bench.interfaces import (
     CLIP_MEAN,
@@ -79,29 +78,10 @@ class FrozenClipDetector(Detector):
         return CLIP_MEAN, CLIP_STD
 
     def base_transforms(self, train: bool) -> TransformChain:
-        """UnivFD's pipeline; the shorter-side resize and the crop are the "geometry" steps.
-
-        Train: shorter side to ``load_size`` (bilinear), blur / JPEG, random crop, flip.
-        Eval: centre crop without resizing (smaller images are padded), as UnivFD tests.
+        """UnivFD's pipeline (CNNDetection's): shorter side to ``load_size``, blur / JPEG,
+        random crop, flip at train time; centre crop without resizing at evaluation.
         """
-        o = self.options
-        to_tensor = ToTensor(*self.normalization)
-        if not train:
-            return TransformChain([CenterCrop(self.input_size), to_tensor])
-        return TransformChain(
-            [
-                ResizeShorter(int(o.get("load_size", 256))),
-                BlurJpeg(
-                    blur_p=float(o.get("blur_p", 0.5)),
-                    sigma=tuple(o.get("blur_sigma", (0.0, 3.0))),
-                    jpeg_p=float(o.get("jpeg_p", 0.5)),
-                    quality=tuple(o.get("jpeg_quality", (30, 100))),
-                ),
-                RandomCrop(self.input_size),
-                HorizontalFlip(),
-                to_tensor,
-            ]
-        )
+        return cnndetection_transforms(train, self.options, self.input_size, *self.normalization)
 
     # --- life cycle ------------------------------------------------------------------
     def setup(self, ctx: RunContext) -> None:

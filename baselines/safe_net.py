@@ -12,21 +12,8 @@ import torch
 from torch import nn
 from torchvision.models.resnet import Bottleneck
 
+from baselines.resnet_trunk import init_resnet_, resnet_stage
 from baselines.wavelet import HighFrequencyInput
-
-
-def _stage(inplanes: int, planes: int, blocks: int, stride: int) -> nn.Sequential:
-    """A ResNet stage of ``blocks`` bottlenecks; the first projects the shortcut if needed."""
-    out = planes * Bottleneck.expansion
-    downsample = None
-    if stride != 1 or inplanes != out:
-        downsample = nn.Sequential(
-            nn.Conv2d(inplanes, out, kernel_size=1, stride=stride, bias=False),
-            nn.BatchNorm2d(out),
-        )
-    layers = [Bottleneck(inplanes, planes, stride=stride, downsample=downsample)]
-    layers += [Bottleneck(out, planes) for _ in range(1, blocks)]
-    return nn.Sequential(*layers)
 
 
 class SafeNet(nn.Module):
@@ -45,20 +32,15 @@ class SafeNet(nn.Module):
         self.bn1 = nn.BatchNorm2d(64)
         self.relu = nn.ReLU(inplace=True)
         self.maxpool = nn.MaxPool2d(kernel_size=3, stride=2, padding=1)
-        self.layer1 = _stage(64, 64, layers[0], stride=1)
-        self.layer2 = _stage(64 * Bottleneck.expansion, 128, layers[1], stride=2)
+        self.layer1 = resnet_stage(64, 64, layers[0], stride=1)
+        self.layer2 = resnet_stage(64 * Bottleneck.expansion, 128, layers[1], stride=2)
         self.avgpool = nn.AdaptiveAvgPool2d(1)
         self.fc = nn.Linear(128 * Bottleneck.expansion, num_classes)
         self.reset_parameters()
 
     def reset_parameters(self) -> None:
         """torchvision's ResNet initialisation (SAFE's code uses the same, no zero-init)."""
-        for m in self.modules():
-            if isinstance(m, nn.Conv2d):
-                nn.init.kaiming_normal_(m.weight, mode="fan_out", nonlinearity="relu")
-            elif isinstance(m, nn.BatchNorm2d):
-                nn.init.ones_(m.weight)
-                nn.init.zeros_(m.bias)
+        init_resnet_(self)
 
     def forward_features(self, x: torch.Tensor) -> torch.Tensor:
         """(N, 3, H, W) in [0, 1] -> (N, 512) pooled feature."""

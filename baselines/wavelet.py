@@ -6,7 +6,9 @@ torch keeps it batched on the GPU inside the network's forward, where SAFE does 
 filters come from PyWavelets, and the tests check the bands against ``pywt.dwt2``.
 
 Only PyWavelets' "symmetric" extension mode (half-sample symmetric, the edge sample
-repeated) is implemented: it is the mode SAFE uses.
+repeated) is implemented: it is the mode SAFE uses. DFFreq also needs the inverse of a
+one-level Haar DWT (``idwt2_haar``); for even sizes Haar uses no extension at all, so it is
+the same in every mode (pytorch_wavelets' "zero" included, which DFFreq's code uses).
 """
 
 from __future__ import annotations
@@ -42,8 +44,7 @@ def dwt2(
     """
     if mode != "symmetric":
         raise ValueError(f"only the 'symmetric' extension mode is implemented, got {mode!r}")
-    lo, hi = _filters(wavelet)
-    length = len(lo)
+    length = len(_filters(wavelet)[0])
     h, w = x.shape[-2:]
     lead = x.shape[:-2]
     dtype = torch.promote_types(x.dtype, torch.float32)
@@ -54,12 +55,34 @@ def dwt2(
     flat = flat.index_select(2, rows).index_select(3, cols)
     # pywt convolves the extended signal with the filter and keeps every second sample from
     # index L; that is a stride-2 cross-correlation with the reversed filter from index 1.
-    bank = torch.tensor([lo[::-1], hi[::-1]], dtype=dtype, device=x.device)
-    kernels = torch.stack([torch.outer(bank[r], bank[c]) for c in (0, 1) for r in (0, 1)])
-    out = F.conv2d(flat, kernels[:, None], stride=2)
+    out = F.conv2d(flat, _kernels(wavelet, dtype, x.device), stride=2)
     out = out[..., : (h + length - 1) // 2, : (w + length - 1) // 2]
     bands = out.reshape(*lead, 4, *out.shape[-2:]).unbind(-3)
     return bands[0], bands[1], bands[2], bands[3]
+
+
+def _kernels(wavelet: str, dtype: torch.dtype, device: torch.device) -> torch.Tensor:
+    """(4, 1, L, L) analysis kernels in pywt's band order cA, cH, cV, cD (reversed filters)."""
+    lo, hi = _filters(wavelet)
+    bank = torch.tensor([lo[::-1], hi[::-1]], dtype=dtype, device=device)
+    kernels = torch.stack([torch.outer(bank[r], bank[c]) for c in (0, 1) for r in (0, 1)])
+    return kernels[:, None]
+
+
+def idwt2_haar(
+    cA: torch.Tensor, cH: torch.Tensor, cV: torch.Tensor, cD: torch.Tensor
+) -> torch.Tensor:
+    """Inverse of ``dwt2(x, "haar")`` for an even-sized x: ``pywt.idwt2`` with the Haar wavelet.
+
+    With the Haar filters and an even size no sample of the extension is used, so each band
+    coefficient is the inner product of one 2×2 block with an orthonormal 2×2 kernel, and the
+    block is the kernels weighted by the coefficients: a stride-2 transposed convolution.
+    """
+    lead, (h, w) = cA.shape[:-2], cA.shape[-2:]
+    dtype = torch.promote_types(cA.dtype, torch.float32)
+    bands = torch.stack([cA, cH, cV, cD], dim=-3).reshape(-1, 4, h, w).to(dtype)
+    out = F.conv_transpose2d(bands, _kernels("haar", dtype, cA.device), stride=2)
+    return out.reshape(*lead, 2 * h, 2 * w)
 
 
 def dwt_hh(x: torch.Tensor, wavelet: str = "bior1.3", mode: str = "symmetric") -> torch.Tensor:

@@ -130,6 +130,8 @@ class Detector(ABC):
     trainable: ClassVar[bool] = True
     #: Capabilities (see CAPABILITIES); addons check them before any work.
     provides: ClassVar[frozenset[str]] = frozenset()
+    #: Why an input addon cannot replace this detector's crop/resize ("" = it can).
+    geometry_fixed: ClassVar[str] = ""
     #: Addons this detector already contains, each with the option to use instead; the
     #: runner refuses ``--addon NAME`` for them in one line (it would do nothing, or twice).
     includes: ClassVar[dict[str, str]] = {}
@@ -246,6 +248,11 @@ class Addon(ABC):
         needed = set(cls.requires)
         if cls.hook == "features":
             needed.add("features")
+        if cls.hook == "transform" and getattr(detector_cls, "geometry_fixed", ""):
+            raise BenchError(
+                f"addon '{name}' replaces the input crop/resize, which detector "
+                f"'{detector_name}' cannot give up: {detector_cls.geometry_fixed}"
+            )
         missing = sorted(needed - set(detector_cls.provides))
         if missing:
             raise BenchError(
@@ -258,6 +265,8 @@ class Addon(ABC):
         if self.hook == "features":
             detector.feature_hooks.append(self)
         else:
+            if detector.geometry_fixed:
+                raise BenchError(f"input addons cannot be attached: {detector.geometry_fixed}")
             if detector.geometry_override is not None:
                 raise BenchError("only one input-transform addon can be attached at a time")
             detector.geometry_override = self

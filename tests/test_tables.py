@@ -150,7 +150,9 @@ def test_plug_and_play_specs_pair_each_row_with_its_base() -> None:
             if row.base and row.detector != "nsnet":
                 base = spec.row(row.base)
                 assert (row.detector, row.addons) == (base.detector, [addon]), row.label
-    assert load_spec("table8_patchselect").row("dffreq").unavailable
+    table8 = load_spec("table8_patchselect")
+    assert not any(row.unavailable for row in table8.rows)  # DFFreq completes Table 8
+    assert table8.row("dffreq+patchselect").addons == ["patchselect"]
 
 
 # ------------------------------------------------------------------ spec errors

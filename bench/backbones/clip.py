@@ -390,6 +390,9 @@ class ClipBackbone(nn.Module):
         proj = getattr(self.model.visual, "proj", None)
         if proj is not None:
             return proj.shape[1]
+        head_proj = getattr(getattr(self.model.visual, "head", None), "proj", None)
+        if isinstance(head_proj, nn.Linear):  # timm towers (ConvNeXt: AIDE's semantic branch)
+            return head_proj.out_features
         return int(self.model.visual.output_dim)
 
     @property
