@@ -4,7 +4,7 @@ This module holds the meta-test over the whole registry, the runner-level check,
 checks run once per check function. The checks are in tests/option_checks_core.py (no
 CLIP: Patch Selection, perturbations, SAFE, the spectral baseline) and
 tests/option_checks_clip.py (NS-Net, the NULL-space addon), tests/option_checks_frozen.py
-(UnivFD, VIB-Net); the registry
+(UnivFD, VIB-Net) and tests/option_checks_new.py (DFFreq, NPR, FreqNet, CNN-Spot, LaDeDa, AIDE); the registry
 and the exemptions' shared reasons in tests/option_rule.py.
 """
 
@@ -16,6 +16,7 @@ from tests import (  # noqa: F401  (they register the checks)
     option_checks_clip,
     option_checks_core,
     option_checks_frozen,
+    option_checks_new,
 )
 from tests import option_rule as rule
 
