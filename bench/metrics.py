@@ -39,11 +39,13 @@ _NAN = math.nan
 
 
 def _as_arrays(labels: Sequence[int], probs: Sequence[float]) -> tuple[np.ndarray, np.ndarray]:
-    y = np.asarray(labels).astype(int, copy=False).ravel()
+    raw = np.asarray(labels).ravel()
+    y = raw.astype(int, copy=False)
     p = np.asarray(probs, dtype=float).ravel()
     if y.shape != p.shape:
         raise ValueError(f"{len(y)} labels but {len(p)} probabilities")
-    if not np.isin(y, (0, 1)).all():
+    # checked before the cast too: int() would turn a label 0.6 into 0 without a word
+    if not np.isin(y, (0, 1)).all() or not np.array_equal(y, raw.astype(float)):
         raise ValueError("labels must be 0 (real) or 1 (fake)")
     if np.isnan(p).any():
         raise ValueError("probabilities contain NaN")
