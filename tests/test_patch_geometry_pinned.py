@@ -219,3 +219,50 @@ def test_patches_are_cut_and_tiled_row_major():
         [36, 37, 42, 43],
         [45, 46, 51, 52],
     ]
+
+
+def test_low_power_float_patches_are_normalised_by_their_own_total():
+    # pixel values in [0, 1] can give a total power under 1: p must still sum to 1
+    rng = np.random.default_rng(7)
+    x = rng.uniform(0, 0.01, size=(3, 4, 4))
+    expected = [numpy_entropy(p) for p in x]
+    assert sum(float((np.abs(np.fft.fft2(p)) ** 2).sum()) < 1 for p in x) == 3
+    assert spectral_entropy(torch.from_numpy(x)).tolist() == pytest.approx(expected, abs=1e-9)
+    fast = fast_entropy(torch.from_numpy(x).float())
+    assert fast.tolist() == pytest.approx(expected, abs=2e-5)
+    assert fast_entropy(torch.from_numpy(x)).dtype == torch.float32  # float64 in, float32 out
+
+
+def test_float32_input_is_still_ranked_in_float64():
+    rng = np.random.default_rng(8)
+    x = rng.uniform(0, 255, size=(40, 8, 8)).astype(np.float32)
+    expected = [round(numpy_entropy(p), 9) for p in x]
+    assert spectral_entropy(torch.from_numpy(x)).tolist() == pytest.approx(expected, abs=1e-12)
+
+
+def test_rgb_mean_rounds_the_mean_not_each_channel():
+    rng = np.random.default_rng(9)
+    patches = rng.integers(0, 256, size=(120, 3, 4, 4)).astype(np.uint8)
+    means = [np.mean([numpy_entropy(ch) for ch in p]) for p in patches]
+    got = exact_entropy(torch.from_numpy(patches), "rgb-mean").tolist()
+    assert got == pytest.approx([round(v, 9) for v in means], abs=1e-12)
+
+
+def test_grey_planes_are_the_pixels_bit_for_bit():
+    x = torch.from_numpy(np.random.default_rng(10).uniform(0, 1, size=(4, 1, 6, 6)))
+    assert torch.equal(planes(x), x.float())
+
+
+def test_one_pixel_patches_and_the_pass_through_bound():
+    assert check_sizes(4, 1) == 16 and check_sizes(1, 1) == 1
+    with pytest.raises(ValueError, match=r"^dims must be"):
+        fast_entropy(torch.zeros(2, 4, 4), dims=(-1, -1))
+    # 48 x 96 has 1 x 3 whole 32-px patches (1.5 x 3 by area): too few, rows mirrored to 64
+    assert fit_small(torch.zeros(1, 1, 48, 96), 64, 32, "reflect").shape == (1, 1, 64, 96)
+    assert fit_small(torch.zeros(1, 1, 96, 48), 64, 32, "reflect").shape == (1, 1, 96, 64)
+
+
+def test_resize_counts_whole_patches_while_it_grows():
+    # 32 x 72, 9 tiles of 16: at s = 1 it has 2 x 4.5 patches by length but 2 x 4 whole ones;
+    # 1.01^9 gives 35 x 79 (2 x 4), 1.01^10 gives 35 x 80 (2 x 5 = 10): 35 x 80
+    assert fit_small(torch.zeros(1, 1, 32, 72), 48, 16, "resize").shape == (1, 1, 35, 80)

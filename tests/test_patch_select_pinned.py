@@ -21,6 +21,7 @@ from nsnet_plugin.patch_selection import (
     patch_select,
     patch_select_array,
     select_order,
+    select_patches,
     selection,
     selection_seeds,
     shuffle_perms,
@@ -228,18 +229,96 @@ def test_addon_tiles_at_the_detectors_size_or_refuses():
     class Sized:
         input_size = 96
 
-    transform = PatchSelectAddon({"patch_size": 16, "odd_tile": "low", "shuffle": False}).geometry(
-        Sized(), train=True
-    )
+    transform = PatchSelectAddon(
+        {"patch_size": 16, "odd_tile": "low", "shuffle": False, "entropy_input": "rgb-mean"}
+    ).geometry(Sized(), train=True)
     assert (transform.out_size, transform.patch_size, transform.odd_tile, transform.shuffle) == (
         96,
         16,
         "low",
         False,
     )
+    assert transform.entropy_input == "rgb-mean"
     message = (
         r"^patchselect: the detector's input size 96 is not a multiple of patch_size 28; "
         r"set patchselect.patch_size to a divisor of 96$"
     )
     with pytest.raises(BenchError, match=message):
         PatchSelectAddon({"patch_size": 28}).geometry(Sized(), train=False)
+
+
+def swapped_pair_image() -> tuple[np.ndarray, int]:
+    """(8 x 12 px image of 2 x 3 patches of 4, n_low): patches 0 and 1 hold the same three
+    channels, red and green swapped, so their rgb-mean entropies tie exactly (index decides)
+    while their luma entropies differ, the later one lower. Patch 5 is flat (lowest);
+    2, 3, 4 are noise (highest). With 2 + 2 kept, the cut runs between patches 0 and 1."""
+    rng = np.random.default_rng(11)
+    yy, xx = np.mgrid[0:4, 0:4]
+    a = np.stack([rng.integers(0, 256, (4, 4)), 60 + 20 * xx, np.full((4, 4), 90)], -1)
+    b = a[..., [1, 0, 2]]
+    luma = [entropy(p.astype(np.float64) @ np.asarray([0.299, 0.587, 0.114])) for p in (a, b)]
+    first, second = (a, b) if luma[1] < luma[0] else (b, a)
+    img = np.zeros((8, 12, 3), np.uint8)
+    img[0:4, 0:4], img[0:4, 4:8] = first, second
+    for q, (r, c) in enumerate([(0, 8), (4, 0), (4, 4)]):
+        img[r : r + 4, c : c + 4] = np.random.default_rng(q).integers(0, 256, (4, 4, 3))
+    img[4:8, 8:12] = 7
+    return img, 2
+
+
+def test_rgb_mean_near_ties_are_settled_by_rgb_mean_entropies():
+    img, n_low = swapped_pair_image()
+    high, low = reference(img, 4, 4, "rgb-mean")
+    assert low == [5, 0]  # the tie goes to the lower index
+    luma_high, luma_low = reference(img, 4, 4, "luma")
+    assert luma_low == [5, 1]  # luma would keep the other one
+    x = torch.from_numpy(img).permute(2, 0, 1)[None]
+    patches = x.reshape(1, 3, 2, 4, 3, 4).permute(0, 2, 4, 1, 3, 5).reshape(1, 6, 3, 4, 4)
+    assert select_patches(patches, 2, 2, "rgb-mean").tolist() == [high + low]
+    assert select_patches(patches, 2, 2, "rgb-mean", ranked=False).tolist() == [
+        sorted(high) + sorted(low)
+    ]
+    assert select_patches(patches, 2, 2).tolist() == [luma_high + luma_low]  # luma, ranked
+    ranked = patch_select_array(img, 8, 4, 0, shuffle=False, entropy_input="rgb-mean")
+    assert tiles_of(ranked, 4) == [patch_bytes(img, 4, i) for i in high + low]
+    kept = sorted(high) + sorted(low)
+    tiled = patch_select_array(img, 8, 4, 3, entropy_input="rgb-mean")
+    assert tiles_of(tiled, 4) == [patch_bytes(img, 4, kept[i]) for i in perm(3, 4)]
+
+
+@pytest.mark.parametrize("size", [(20, 15), (15, 20)])
+def test_transform_options_reach_both_paths_and_train_uses_the_chains_seed(size):
+    n = 4
+    step = PatchSelect(16, n, odd_tile="low", shuffle=False, entropy_input="rgb-mean")
+    big = noisy_image(24, 20, 3, n, seed=12)
+    high, low = reference(big, n, 16, "rgb-mean", "low")
+    got = np.asarray(step(Image.fromarray(big), train=True, seed=0))
+    assert tiles_of(got, n) == [patch_bytes(big, n, i) for i in high + low]
+    # 15 x 20 px: 3 x 5 = 15 whole patches (18.75 by length), 16 needed: mirrored first
+    small = noisy_image(size[0], size[1], 3, n, seed=13)
+    rows, cols = 16 - size[0] if size[0] < 16 else 0, 16 - size[1] if size[1] < 16 else 0
+    grown = np.pad(small, ((0, rows), (0, cols), (0, 0)), mode="symmetric")
+    high, low = reference(grown, n, 16, "rgb-mean", "low")
+    got = np.asarray(step(Image.fromarray(small), train=True, seed=0))
+    assert tiles_of(got, n) == [patch_bytes(grown, n, i) for i in high + low]
+    shuffled = PatchSelect(16, n)
+    high, low = reference(grown, n, 16)
+    kept = sorted(high) + sorted(low)
+    for image in (Image.fromarray(small), torch.from_numpy(small).permute(2, 0, 1)):
+        out = shuffled(image, train=True, seed=21)
+        out = np.asarray(out) if isinstance(out, Image.Image) else out.permute(1, 2, 0).numpy()
+        assert tiles_of(np.ascontiguousarray(out), n) == [
+            patch_bytes(grown, n, kept[i]) for i in perm(21, 16)
+        ]
+
+
+def test_defaults_are_224_pixels_of_32_px_patches_seed_0():
+    img = noisy_image(64, 96, 3, 32, seed=14)  # 2 x 3 patches: mirrored to 224 x 224
+    x = torch.from_numpy(img).permute(2, 0, 1)
+    grown = np.pad(img, ((0, 160), (0, 128), (0, 0)), mode="symmetric")
+    high, low = reference(grown, 32, 49)
+    kept = sorted(high) + sorted(low)
+    expected = [patch_bytes(grown, 32, kept[i]) for i in perm(0, 49)]
+    _, picks, order = selection(x[None])
+    assert picks.tolist() == [kept] and order.tolist() == [[kept[i] for i in perm(0, 49)]]
+    assert tiles_of(patch_select(x).permute(1, 2, 0).numpy(), 32) == expected
