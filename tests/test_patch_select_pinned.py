@@ -322,3 +322,18 @@ def test_defaults_are_224_pixels_of_32_px_patches_seed_0():
     _, picks, order = selection(x[None])
     assert picks.tolist() == [kept] and order.tolist() == [[kept[i] for i in perm(0, 49)]]
     assert tiles_of(patch_select(x).permute(1, 2, 0).numpy(), 32) == expected
+
+
+def test_odd_tile_reaches_both_pil_paths():
+    n = 4  # 12 px out: 9 tiles, odd_tile="low" keeps 4 highest + 5 lowest
+    step = PatchSelect(12, n, odd_tile="low", shuffle=False)
+    big = noisy_image(16, 20, 3, n, seed=15)  # 4 x 5 patches: the array path
+    high, low = reference(big, n, 9, odd="low")
+    assert (len(high), len(low)) == (4, 5)
+    got = np.asarray(step(Image.fromarray(big), train=True, seed=0))
+    assert tiles_of(got, n) == [patch_bytes(big, n, i) for i in high + low]
+    small = noisy_image(9, 10, 3, n, seed=16)  # 2 x 2 patches: mirrored to 12 x 12
+    grown = np.pad(small, ((0, 3), (0, 2), (0, 0)), mode="symmetric")
+    high, low = reference(grown, n, 9, odd="low")
+    got = np.asarray(step(Image.fromarray(small), train=True, seed=0))
+    assert tiles_of(got, n) == [patch_bytes(grown, n, i) for i in high + low]
