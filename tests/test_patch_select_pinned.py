@@ -133,6 +133,11 @@ def test_select_order_takes_both_ends_of_one_total_order():
     # ascending by (entropy, index): 1, 3, 5, 0, 2, 4 -> highest 4, 2; lowest 1, 3
     assert select_order(ent, 2, 2).tolist() == [[4, 2, 1, 3], [5, 4, 0, 1]]
     assert select_order(ent, 3, 0).tolist() == [[4, 2, 0], [5, 4, 3]]
+    # 1000 values with many ties: an unstable sort (torch's default) reorders them
+    values = [float(i % 3 == 0) for i in range(1000)]
+    ascending = sorted(range(1000), key=lambda i: (values[i], i))
+    got = select_order(torch.tensor([values]), 400, 400)
+    assert got.tolist() == [ascending[600:][::-1] + ascending[:400]]
 
 
 @pytest.mark.parametrize("how", ["luma", "rgb-mean"])
