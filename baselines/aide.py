@@ -35,7 +35,7 @@ from torch.nn import functional as F
 from baselines.aide_net import AideNet
 from baselines.aide_patches import AideViews
 from baselines.augment import BlurJpeg
-from baselines.safe import warmup_cosine
+from baselines.safe import decay_groups, warmup_cosine_scheduler
 from bench.interfaces import (
     CLIP_MEAN,
     CLIP_STD,
@@ -151,23 +151,13 @@ class AIDE(Detector):
 
     def configure_optimizer(self) -> torch.optim.Optimizer:
         """AdamW; biases and 1-D parameters (BatchNorm) are not decayed, as AIDE's factory."""
-        decay, no_decay = [], []
-        for name, p in self.net.named_parameters():
-            (no_decay if p.ndim <= 1 or name.endswith(".bias") else decay).append(p)
-        groups = [
-            {"params": decay, "weight_decay": float(self.options.get("weight_decay", 0.0))},
-            {"params": no_decay, "weight_decay": 0.0},
-        ]
-        return torch.optim.AdamW(groups, lr=self.lr(), eps=1e-8)
+        weight_decay = float(self.options.get("weight_decay", 0.0))
+        return torch.optim.AdamW(decay_groups(self.net, weight_decay), lr=self.lr(), eps=1e-8)
 
     def configure_scheduler(self, optimizer: Any, steps_per_epoch: int, epochs: int) -> Any:
-        warmup = int(round(float(self.options.get("warmup_epochs", 0)) * steps_per_epoch))
-        total = max(1, epochs * steps_per_epoch)
+        warmup_epochs = float(self.options.get("warmup_epochs", 0))
         floor = float(self.options.get("min_lr", 1e-6)) / max(self.lr(), 1e-12)
-        warmup = min(warmup, total - 1) if total > 1 else 0
-        return torch.optim.lr_scheduler.LambdaLR(
-            optimizer, lambda step: warmup_cosine(step, warmup, total, floor)
-        )
+        return warmup_cosine_scheduler(optimizer, warmup_epochs, steps_per_epoch, epochs, floor)
 
     def training_step(self, batch: Batch) -> torch.Tensor:
         smoothing = float(self.options.get("label_smoothing", 0.1))

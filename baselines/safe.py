@@ -41,6 +41,30 @@ def warmup_cosine(step: int, warmup: int, total: int, floor: float) -> float:
     return floor + (1.0 - floor) * 0.5 * (1.0 + math.cos(math.pi * progress))
 
 
+def decay_groups(net: torch.nn.Module, weight_decay: float) -> list[dict[str, Any]]:
+    """AdamW groups that decay weights but not biases or 1-D parameters (BatchNorm), as
+    SAFE's and AIDE's optimiser factories do."""
+    decay, no_decay = [], []
+    for name, p in net.named_parameters():
+        (no_decay if p.ndim <= 1 or name.endswith(".bias") else decay).append(p)
+    return [
+        {"params": decay, "weight_decay": weight_decay},
+        {"params": no_decay, "weight_decay": 0.0},
+    ]
+
+
+def warmup_cosine_scheduler(
+    optimizer: Any, warmup_epochs: float, steps_per_epoch: int, epochs: int, floor: float
+) -> Any:
+    """A per-step LambdaLR of ``warmup_cosine`` (at least one step after the warm-up)."""
+    warmup = int(round(warmup_epochs * steps_per_epoch))
+    total = max(1, epochs * steps_per_epoch)
+    warmup = min(warmup, total - 1) if total > 1 else 0
+    return torch.optim.lr_scheduler.LambdaLR(
+        optimizer, lambda step: warmup_cosine(step, warmup, total, floor)
+    )
+
+
 class SAFE(Detector):
     """DWT-HH band -> truncated ResNet-50 -> 2-way softmax; the whole net is trained."""
 
@@ -95,23 +119,13 @@ class SAFE(Detector):
         return base * batch / int(self.options.get("lr_batch", 128))
 
     def configure_optimizer(self) -> torch.optim.Optimizer:
-        decay, no_decay = [], []
-        for name, p in self.net.named_parameters():
-            (no_decay if p.ndim <= 1 or name.endswith(".bias") else decay).append(p)
-        groups = [
-            {"params": decay, "weight_decay": float(self.options.get("weight_decay", 0.01))},
-            {"params": no_decay, "weight_decay": 0.0},
-        ]
-        return torch.optim.AdamW(groups, lr=self.lr())
+        weight_decay = float(self.options.get("weight_decay", 0.01))
+        return torch.optim.AdamW(decay_groups(self.net, weight_decay), lr=self.lr())
 
     def configure_scheduler(self, optimizer: Any, steps_per_epoch: int, epochs: int) -> Any:
-        warmup = int(round(float(self.options.get("warmup_epochs", 1)) * steps_per_epoch))
-        total = max(1, epochs * steps_per_epoch)
+        warmup_epochs = float(self.options.get("warmup_epochs", 1))
         floor = float(self.options.get("min_lr", 1e-6)) / max(self.lr(), 1e-12)
-        warmup = min(warmup, total - 1) if total > 1 else 0
-        return torch.optim.lr_scheduler.LambdaLR(
-            optimizer, lambda step: warmup_cosine(step, warmup, total, floor)
-        )
+        return warmup_cosine_scheduler(optimizer, warmup_epochs, steps_per_epoch, epochs, floor)
 
     def training_step(self, batch: Batch) -> torch.Tensor:
         logits = self.net(batch["image"])

@@ -169,12 +169,16 @@ def _url_host(url: str) -> str:
     return urlparse(url).hostname or ""
 
 
-def find_checkpoint(folder: Path) -> str | None:
+def find_checkpoint(
+    folder: Path,
+    names: tuple[str, ...] = CHECKPOINT_NAMES,
+    suffixes: tuple[str, ...] = CHECKPOINT_SUFFIXES,
+) -> str | None:
     """The checkpoint in a folder: a preferred name, else the only/first by suffix order."""
-    for name in CHECKPOINT_NAMES:
+    for name in names:
         if (folder / name).is_file():
             return str(folder / name)
-    for suffix in CHECKPOINT_SUFFIXES:
+    for suffix in suffixes:
         found = sorted(folder.glob(f"*{suffix}"))
         if found:
             return str(found[0])

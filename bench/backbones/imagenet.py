@@ -28,6 +28,7 @@ from pathlib import Path
 import torch
 from torch import nn
 
+from bench.backbones.clip import find_checkpoint
 from bench.backbones.hub import cached_hub_file, hf_cache_dir, host_reachable, hub_offline
 from bench.errors import BenchError
 
@@ -132,23 +133,12 @@ def _timm_tag(arch: str, tag: str, option: str) -> CnnWeights:
     raise _missing(arch, f"timm:{tag}", source, names[0], why, option, hf_cache_dir())
 
 
-def _find_checkpoint(folder: Path) -> str | None:
-    for name in CHECKPOINT_NAMES:
-        if (folder / name).is_file():
-            return str(folder / name)
-    for suffix in WEIGHT_SUFFIXES:
-        found = sorted(folder.glob(f"*{suffix}"))
-        if found:
-            return str(found[0])
-    return None
-
-
 def _path_weights(arch: str, text: str) -> CnnWeights:
     if text.startswith("local-dir:"):
         folder = Path(os.path.expanduser(text[len("local-dir:") :])).resolve()
         if not folder.is_dir():
             raise BenchError(f"{arch} weights folder does not exist: {folder}")
-        found = _find_checkpoint(folder)
+        found = find_checkpoint(folder, CHECKPOINT_NAMES, WEIGHT_SUFFIXES)
         if found is None:
             raise BenchError(f"no {arch} checkpoint ({', '.join(WEIGHT_SUFFIXES)}) in {folder}")
         text = found
