@@ -184,7 +184,9 @@ def _no_images_error(root: Path, role: str, listing: Listing) -> BenchError:
             f"the file itself (e.g. {printable(str(root / [*csvs, *tomls][0]))})"
         )
     split = "train" if role == "train" else "test or val"
-    where = f" for the {split} split" if any("split" in r for _, r in listing.skipped) else ""
+    # only when split folders were left out ("in a split folder" in other reasons is no split)
+    other_splits = any(r.startswith("other split") for _, r in listing.skipped)
+    where = f" for the {split} split" if other_splits else ""
     return BenchError(f"no images found under {printable(str(root))}{where} ({LAYOUTS_LOOKED_FOR})")
 
 
