@@ -204,3 +204,70 @@ def test_per_class_draws_are_seeded_by_seed_data_set_generator_and_label():
     with pytest.raises(BenchError) as info:
         sample_per_class(plain, 0)
     assert str(info.value) == "max per class must be at least 1, got 0"
+
+
+def test_a_tree_listing_names_its_root_layout_and_notes(tmp_path):
+    root = tmp_path / "mixed"
+    for rel in (
+        "SDXL/0_real/a.png",
+        "SDXL/1_fake/b.png",
+        "ADM/val/ai/c.png",
+        "ADM/val/nature/d.png",
+    ):
+        touch(root / rel)
+    listing = list_dataset(root, "test")
+    assert (listing.name, listing.root, listing.role, listing.layout) == (
+        "mixed",
+        str(root),
+        "test",
+        "0_real/1_fake + GenImage",
+    )
+    assert listing.notes == [
+        "mixed mixes layouts; each generator read by its own: 0_real/1_fake: SDXL; GenImage: ADM",
+        "mixed: test split read from 1 val/ folder(s) (no test/ beside them; GenImage ships "
+        "only train/ and val/)",
+    ]
+    assert list_dataset(root / "SDXL", "test").layout == "0_real/1_fake"
+    assert list_dataset(root / "ADM", "test").layout == "GenImage"
+
+
+def test_a_lone_archive_folder_is_looked_through(tmp_path):
+    root = tmp_path / "download"
+    touch(root / "CNN_synth_testset/0_real/a.png")
+    touch(root / "CNN_synth_testset/1_fake/b.png")
+    (root / "README.txt").write_text("x")
+    listing = list_dataset(root, "test")
+    # the classes sit directly in the wrapper: it is the generator
+    assert [(s.generator, s.label) for s in listing.samples] == [
+        ("CNN_synth_testset", 0),
+        ("CNN_synth_testset", 1),
+    ]
+    assert listing.notes == [
+        f"{root} holds only CNN_synth_testset/: reading its sub-folders as the generators"
+    ]
+    assert listing.skipped == [(str(root / "README.txt"), "not an image (.txt)")]
+
+
+def test_notes_only_when_there_is_something_to_say(tmp_path):
+    root = tmp_path / "bench"
+    for rel in ("train/g/0_real/a.png", "test/g/0_real/b.png", "test/g/1_fake/c.png"):
+        touch(root / rel)
+    for role, n in (("test", 2), ("train", 1)):
+        listing = list_dataset(root, role)
+        assert (len(listing.samples), listing.layout, listing.notes) == (n, "0_real/1_fake", [])
+    genimage = tmp_path / "GenImage"
+    for rel in ("sdv4/train/ai/a.png", "sdv4/val/nature/b.png"):
+        touch(genimage / rel)
+    assert list_dataset(genimage, "train").notes == []
+
+
+def test_a_generator_holding_both_layouts_is_refused(tmp_path):
+    root = tmp_path / "set"
+    for gen in ("b", "a"):
+        touch(root / f"{gen}/one/0_real/x.png")
+        touch(root / f"{gen}/two/val/ai/y.png")
+    touch(root / "c/0_real/z.png")
+    assert refusal(root) == (
+        f"generator folder a under {root} holds both 0_real/1_fake and GenImage ai/nature "
+        "folders; point at one of them"
+    )
