@@ -47,6 +47,7 @@ def test_links_hidden_folders_and_sockets_below_a_class_folder(tmp_path):
     root = tmp_path / "set"
     touch(root / "gen/0_real/a.png")
     touch(root / "gen/1_fake/b.png")
+    touch(root / "gen/0_real/z.png")  # after the duplicate: still read
     os.symlink(root / "gen/0_real/a.png", root / "gen/0_real/same.png")  # the same file again
     os.symlink(root / "gen/0_real/a.png", root / "gen/1_fake/real_as_fake.png")
     os.symlink(root / "gen/0_real/gone.png", root / "gen/0_real/broken.png")
@@ -57,7 +58,11 @@ def test_links_hidden_folders_and_sockets_below_a_class_folder(tmp_path):
         samples, skipped = read(root)
     finally:
         server.close()
-    assert samples == [("gen", 0, "gen/0_real/a.png"), ("gen", 1, "gen/1_fake/b.png")]
+    assert samples == [
+        ("gen", 0, "gen/0_real/a.png"),
+        ("gen", 0, "gen/0_real/z.png"),
+        ("gen", 1, "gen/1_fake/b.png"),
+    ]
     a = root / "gen/0_real/a.png"
     assert skipped == [
         ("gen/0_real/broken.png", "broken symbolic link"),
