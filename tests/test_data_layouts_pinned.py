@@ -271,3 +271,21 @@ def test_a_generator_holding_both_layouts_is_refused(tmp_path):
         f"generator folder a under {root} holds both 0_real/1_fake and GenImage ai/nature "
         "folders; point at one of them"
     )
+
+
+def test_pooled_sub_folders_are_named_up_to_six(tmp_path):
+    root = tmp_path / "set"
+    for sub in "abcdefg":
+        touch(root / f"many/{sub}/0_real/x.png")
+    touch(root / "six/0_real/x.png")  # classes directly below, and six sub-folders
+    for sub in "pqrstu":
+        touch(root / f"six/{sub}/1_fake/x.png")
+    touch(root / "one/only/0_real/x.png")  # a single sub-folder: nothing pooled
+    touch(root / "two/0_real/x.png")
+    touch(root / "two/deeper/1_fake/x.png")
+    listing = list_dataset(root, "test")
+    assert sorted(listing.notes) == [
+        "set/many pools 7 sub-folders (a, b, c, d, e, f, ...)",
+        "set/six pools 7 sub-folders (p, q, r, s, t, u)",
+        "set/two pools 2 sub-folders (deeper)",
+    ]

@@ -124,3 +124,34 @@ def test_a_split_beside_a_folder_that_cannot_be_listed_is_refused(tmp_path, monk
         BenchError, match=r"mixes split folders \(train\) with other folders \(extra\)"
     ):
         list_dataset(root, "test")
+
+
+OUTSIDE = "image outside any class folder (0_real/1_fake, or ai/nature in a split folder)"
+
+
+def test_every_entry_outside_the_class_folders_is_listed_with_its_reason(tmp_path):
+    root = tmp_path / "set"
+    touch(root / "gen/0_real/a.png")
+    touch(root / "gen/1_fake/b.png")
+    touch(root / "README.md")
+    touch(root / ".DS_Store")
+    touch(root / ".cache/x.png")
+    touch(root / "gen/notes.txt")
+    touch(root / "gen/loose.png")
+    touch(root / "gen/LICENSE")
+    touch(root / "gen/.hidden.png")
+    os.mkfifo(root / "gen/pipe.png")
+    os.symlink(root / "gone", root / "gen/broken")
+    samples, skipped = read(root)
+    assert samples == [("gen", 0, "gen/0_real/a.png"), ("gen", 1, "gen/1_fake/b.png")]
+    assert skipped == [
+        (".DS_Store", "hidden file"),
+        (".cache", "hidden folder"),
+        ("README.md", "not an image (.md)"),
+        ("gen/.hidden.png", "hidden file"),
+        ("gen/LICENSE", "not an image (no extension)"),
+        ("gen/broken", "broken symbolic link"),
+        ("gen/loose.png", OUTSIDE),
+        ("gen/notes.txt", "not an image (.txt)"),
+        ("gen/pipe.png", "not a regular file (a FIFO)"),
+    ]
