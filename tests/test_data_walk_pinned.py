@@ -155,3 +155,127 @@ def test_every_entry_outside_the_class_folders_is_listed_with_its_reason(tmp_pat
         ("gen/notes.txt", "not an image (.txt)"),
         ("gen/pipe.png", "not a regular file (a FIFO)"),
     ]
+
+
+def test_split_names_and_archive_levels():
+    from bench.data.walk import is_archive_level, split_kind
+
+    for name, kind in {
+        "train": "train",
+        "Training": "train",
+        "progan_train": "train",
+        "val": "val",
+        "VALID": "val",
+        "x-validation": "val",
+        "test": "test",
+        "CNN_synth_testset": "test",
+        "a.testing": "test",
+        "contest": None,
+        "trainee": None,
+        "interval": None,
+        "0_real": None,
+    }.items():
+        assert split_kind(name) == kind, name
+    assert is_archive_level("imagenet_ai_0508_adm") and is_archive_level("ImageNet_AI_x")
+    assert not is_archive_level("imagenet") and not is_archive_level("x_imagenet_ai_")
+
+
+def test_walk_root_refuses_an_unknown_role(tmp_path):
+    from bench.data.walk import walk_root
+
+    with pytest.raises(ValueError) as info:
+        walk_root(tmp_path, "val", "x")
+    assert str(info.value) == "role must be one of ('train', 'test'), got 'val'"
+
+
+def test_two_folders_of_the_wanted_split_are_refused(tmp_path):
+    root = tmp_path / "set"
+    for split in ("train", "progan_train", "val"):
+        touch(root / f"{split}/g/0_real/a.png")
+    with pytest.raises(BenchError) as info:
+        list_dataset(root, "train")
+    assert str(info.value) == (
+        f"{root} holds 2 train split folders (progan_train, train): point at one of them"
+    )
+    # the test role reads val/ and lists both train folders as other splits
+    samples, skipped = read(root)
+    assert samples == [("g", 0, "val/g/0_real/a.png")]
+    assert skipped == [
+        ("progan_train", "other split (train): not read"),
+        ("train", "other split (train): not read"),
+    ]
+
+
+def test_a_generator_without_the_wanted_split_is_noted(tmp_path):
+    root = tmp_path / "set"
+    touch(root / "a/train/ai/1.png")
+    touch(root / "a/val/nature/2.png")
+    touch(root / "b/train/ai/3.png")
+    touch(root / "c/val/ai/4.png")
+    test = list_dataset(root, "test")
+    assert [(s.generator, s.label) for s in test.samples] == [("a", 0), ("c", 1)]
+    assert f"{root}/b has no test or val split (only train): nothing read there" in test.notes
+    train = list_dataset(root, "train")
+    assert [(s.generator, s.label) for s in train.samples] == [("a", 1), ("b", 1)]
+    assert f"{root}/c has no train split (only val): nothing read there" in train.notes
+    assert sorted((Path(p).relative_to(root).as_posix(), r) for p, r in train.skipped) == [
+        ("a/val", "other split (val): not read"),
+        ("c/val", "other split (val): not read"),
+    ]
+
+
+def test_mixing_splits_and_other_folders_names_them(tmp_path):
+    root = tmp_path / "set"
+    touch(root / "train/g/0_real/a.png")
+    touch(root / "test/g/0_real/b.png")
+    touch(root / "extra/g/0_real/c.png")
+    touch(root / "0_real/d.png")
+    with pytest.raises(BenchError) as info:
+        list_dataset(root, "test")
+    assert str(info.value) == (
+        f"{root} mixes split folders (test, train) with other folders (0_real, extra); point at "
+        f"one of them, e.g. {root}/test"
+    )
+
+
+def test_genimage_class_names_count_only_inside_a_split(tmp_path):
+    root = tmp_path / "set"
+    touch(root / "g/ai/a.png")  # no split folder above: not a class folder
+    touch(root / "g/0_real/b.png")
+    touch(root / "h/Val/nature/c.png")  # split names are read case-insensitively
+    samples, skipped = read(root)
+    assert samples == [("g", 0, "g/0_real/b.png"), ("h", 0, "h/Val/nature/c.png")]
+    assert skipped == [("g/ai/a.png", OUTSIDE)]
+
+
+def test_wrapper_folders_are_looked_through_one_after_another(tmp_path):
+    root = tmp_path / "dl"
+    touch(root / "diffusion_datasets/CNN_synth_testset/gan/0_real/a.png")
+    touch(root / "diffusion_datasets/CNN_synth_testset/gan/1_fake/b.png")
+    touch(root / "diffusion_datasets/info.txt")
+    listing = list_dataset(root, "test")
+    assert [(s.generator, s.label) for s in listing.samples] == [("gan", 0), ("gan", 1)]
+    assert listing.notes == [
+        f"{root} holds only diffusion_datasets/: reading its sub-folders as the generators",
+        f"{root}/diffusion_datasets holds only CNN_synth_testset/: reading its sub-folders as "
+        "the generators",
+    ]
+    assert listing.skipped == [(str(root / "diffusion_datasets/info.txt"), "not an image (.txt)")]
+    # beside another folder a wrapper is an ordinary generator folder
+    touch(root / "other/0_real/c.png")
+    again = list_dataset(root, "test")
+    assert sorted({s.generator for s in again.samples}) == ["diffusion_datasets", "other"]
+    assert not any("holds only" in n for n in again.notes)
+
+
+def test_entries_that_cannot_be_stat_ed(tmp_path):
+    os.symlink(tmp_path / "b", tmp_path / "a")
+    os.symlink(tmp_path / "a", tmp_path / "b")
+    assert entry_kind(str(tmp_path / "a"))[0::2] == (
+        "skip",
+        "cannot be read (Too many levels of symbolic links)",
+    )
+    assert entry_kind(str(tmp_path / "nothing"))[0::2] == ("skip", "does not exist")
+    assert entry_kind(str(tmp_path / "x/y"))[0::2] == ("skip", "does not exist")
+    kind, st, reason = entry_kind(str(tmp_path))
+    assert (kind, reason, st.st_ino) == ("dir", "", os.stat(tmp_path).st_ino)
