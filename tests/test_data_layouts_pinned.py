@@ -289,3 +289,81 @@ def test_pooled_sub_folders_are_named_up_to_six(tmp_path):
         "set/six pools 7 sub-folders (p, q, r, s, t, u)",
         "set/two pools 2 sub-folders (deeper)",
     ]
+
+
+def test_display_names():
+    from bench.data.layouts import display_name
+
+    assert display_name("/data/GenImage/wukong/val") == "wukong"
+    assert display_name("/data/ADM/imagenet_ai_0508_adm/train") == "ADM"
+    assert display_name("/data/AIGIBench/test/") == "AIGIBench"
+    assert display_name("/data/set") == "set"
+    assert display_name("/") == "/"
+    assert display_name("/test") == "/"
+
+
+def test_list_dataset_entry_points_and_their_refusals(tmp_path, monkeypatch):
+    touch(tmp_path / "a.png")
+    (tmp_path / "LIST.CSV").write_text("a.png,1\n")
+    listing = list_dataset(tmp_path / "LIST.CSV", "train")
+    assert (listing.name, listing.role, listing.layout) == ("LIST", "train", "CSV")
+    (tmp_path / "set.txt").write_text("a.png,1\n")
+    assert refusal(tmp_path / "set.txt") == (
+        f"dataset file is not a .csv or a pairs manifest (.toml): {tmp_path / 'set.txt'}"
+    )
+    (tmp_path / "gone.csv").write_text("path,label\nmissing.png,1\nfolder_missing.png,0\n")
+    assert refusal(tmp_path / "gone.csv") == (
+        f"no readable images listed in {tmp_path / 'gone.csv'} (2 entries skipped)"
+    )
+    (tmp_path / "empty.csv").write_text("path,label\n")
+    assert (
+        refusal(tmp_path / "empty.csv") == f"no readable images listed in {tmp_path / 'empty.csv'}"
+    )
+    os.mkfifo(tmp_path / "fifo")
+    assert (
+        refusal(tmp_path / "fifo")
+        == f"dataset path is neither a folder nor a file: {tmp_path / 'fifo'}"
+    )
+    assert refusal(tmp_path / "nope") == f"dataset path does not exist: {tmp_path / 'nope'}"
+    monkeypatch.setenv("HOME", str(tmp_path))
+    assert list_dataset("~/LIST.CSV").samples == [
+        Sample(str(tmp_path / "a.png"), 1, "LIST", "LIST")
+    ]
+
+
+def test_a_manifest_given_a_name_or_not(tmp_path):
+    touch(tmp_path / "r/a.png")
+    touch(tmp_path / "f/b.png")
+    body = '[generators.g]\nreal = "r"\nfake = "f"\n'
+    (tmp_path / "named.toml").write_text('name = "Inside"\n' + body)
+    assert list_dataset(tmp_path / "named.toml").name == "Inside"  # the file's own name
+    assert list_dataset(tmp_path / "named.toml", name="named").name == "Inside"  # = its stem
+    assert list_dataset(tmp_path / "named.toml", name="Given").name == "Given"
+
+
+def test_a_split_named_root_is_noted(tmp_path):
+    for rel in ("test/g/0_real/a.png", "train/g/1_fake/b.png"):
+        touch(tmp_path / rel)
+    assert list_dataset(tmp_path / "test", "train").notes == ["training on a folder named test"]
+    assert list_dataset(tmp_path / "train", "test").notes == ["testing on a folder named train"]
+    assert list_dataset(tmp_path / "test", "test").notes == []
+    assert list_dataset(tmp_path / "train", "train").notes == []
+
+
+def test_samples_come_sorted_by_data_set_generator_label_path(tmp_path):
+    for rel in (
+        "b/1_fake/a.png",
+        "b/0_real/z.png",
+        "a/1_fake/c.png",
+        "a/0_real/d.png",
+        "a/0_real/b.png",
+    ):
+        touch(tmp_path / "s" / rel)
+    got = [(s.generator, s.label, Path(s.path).name) for s in list_dataset(tmp_path / "s").samples]
+    assert got == [
+        ("a", 0, "b.png"),
+        ("a", 0, "d.png"),
+        ("a", 1, "c.png"),
+        ("b", 0, "z.png"),
+        ("b", 1, "a.png"),
+    ]
