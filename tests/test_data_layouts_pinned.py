@@ -282,12 +282,12 @@ def test_pooled_sub_folders_are_named_up_to_six(tmp_path):
         touch(root / f"six/{sub}/1_fake/x.png")
     touch(root / "one/only/0_real/x.png")  # a single sub-folder: nothing pooled
     touch(root / "two/0_real/x.png")
-    touch(root / "two/deeper/1_fake/x.png")
+    touch(root / "two/deeper/still/1_fake/x.png")
     listing = list_dataset(root, "test")
     assert sorted(listing.notes) == [
         "set/many pools 7 sub-folders (a, b, c, d, e, f, ...)",
         "set/six pools 7 sub-folders (p, q, r, s, t, u)",
-        "set/two pools 2 sub-folders (deeper)",
+        "set/two pools 2 sub-folders (deeper/still)",
     ]
 
 

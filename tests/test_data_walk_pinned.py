@@ -279,3 +279,32 @@ def test_entries_that_cannot_be_stat_ed(tmp_path):
     assert entry_kind(str(tmp_path / "x/y"))[0::2] == ("skip", "does not exist")
     kind, st, reason = entry_kind(str(tmp_path))
     assert (kind, reason, st.st_ino) == ("dir", "", os.stat(tmp_path).st_ino)
+
+
+def test_the_real_copy_of_a_file_wins_whichever_folder_is_walked_first(tmp_path):
+    root = tmp_path / "set"
+    fake = touch(root / "gen/a/1_fake/x.png")
+    (root / "gen/b/0_real").mkdir(parents=True)
+    os.link(fake, root / "gen/b/0_real/x.png")  # one file, two names
+    touch(root / "gen/b/0_real/y.png")
+    samples, skipped = read(root)
+    # class folders are read real first (by generator, label, path), not in walking order
+    assert samples == [("gen", 0, "gen/b/0_real/x.png"), ("gen", 0, "gen/b/0_real/y.png")]
+    assert skipped == [
+        (
+            "gen/a/1_fake/x.png",
+            f"duplicate: same file as {root}/gen/b/0_real/x.png (labelled real there)",
+        )
+    ]
+
+
+def test_the_test_role_prefers_test_over_val_and_lists_the_rest(tmp_path):
+    root = tmp_path / "set"
+    for split in ("train", "val", "test"):
+        touch(root / f"{split}/g/0_real/a.png")
+    samples, skipped = read(root)
+    assert samples == [("g", 0, "test/g/0_real/a.png")]
+    assert skipped == [
+        ("train", "other split (train): not read"),
+        ("val", "other split (val): not read"),
+    ]
