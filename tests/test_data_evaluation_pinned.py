@@ -125,6 +125,7 @@ def test_a_feature_batch_with_no_readable_image_carries_only_the_reasons():
     first, second = list(evaluation_batches(SAMPLES, CHAIN, Factory(), plan, 5))
     assert first["features"] is None
     assert first["label"].tolist() == [] and first["path"] == [] and first["index"].tolist() == []
+    assert first["index"].dtype == torch.long  # an empty index is still an index tensor
     assert first["unreadable"] == [("/d/g0/0.png", "a"), ("/d/g1/1.png", "b")]
     assert first["skipped"] == ["/d/g0/0.png (a)", "/d/g1/1.png (b)"]
     assert second["features"].tolist() == [[2.0, 20.0]]

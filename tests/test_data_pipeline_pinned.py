@@ -261,7 +261,7 @@ def test_data_wait_on_a_scripted_clock(monkeypatch):
 
     def loader():
         for i in range(4):
-            clock.now += 0.25  # waiting for the batch
+            clock.now += 0.75  # waiting for the batch
             yield i
 
     wait = DataWait()
@@ -272,13 +272,13 @@ def test_data_wait_on_a_scripted_clock(monkeypatch):
     got = []
     for item in wait(loader()):
         got.append(item)
-        clock.now += 0.75  # the step
+        clock.now += 0.25  # the step
     assert got == [0, 1, 2, 3] and wait.batches == 4
     clock.now += 50.0  # time after the loop is not the loop's
-    assert wait.waited == pytest.approx(1.0) and wait.elapsed() == pytest.approx(4.0)
-    assert wait.share() == pytest.approx(0.25)
+    assert wait.waited == pytest.approx(3.0) and wait.elapsed() == pytest.approx(4.0)
+    assert wait.share() == pytest.approx(0.75)
     assert wait.summary("evaluate", 2) == (
-        "data wait (evaluate): 25% of 4.0 s spent waiting for batches (4 batches, 2 loader workers)"
+        "data wait (evaluate): 75% of 4.0 s spent waiting for batches (4 batches, 2 loader workers)"
     )
 
 
@@ -302,6 +302,14 @@ def test_caption_sidecars_at_a_root_and_its_parent(tmp_path):
         str(listing / "x.png"): "a bird",
     }
     assert load_caption_sidecars([tmp_path / "elsewhere"]) == {}
+    # a list file's folder and the folder above it are searched (not the file "as a folder")
+    nested = data / "lists" / "set.csv"
+    nested.parent.mkdir()
+    nested.write_text("x.png,0\n")
+    assert load_caption_sidecars([nested]) == {
+        str(data / "train" / "a.png"): "a cat",
+        str(data / "test" / "b.png"): "7",
+    }
     # a root given through a symbolic link and a relative part: keys name the real files
     os.symlink(data, tmp_path / "link")
     assert load_caption_sidecars([tmp_path / "link" / "test" / ".." / "train"]) == {
