@@ -308,3 +308,21 @@ def test_the_test_role_prefers_test_over_val_and_lists_the_rest(tmp_path):
         ("train", "other split (train): not read"),
         ("val", "other split (val): not read"),
     ]
+
+
+def test_entries_not_read_come_in_walking_order(tmp_path):
+    """skipped.txt lists them as the walk meets them: depth first, by name, class folders last."""
+    root = tmp_path / "set"
+    for rel in ("a/0_real/1.png", "a/0_real/n.txt", "c/1_fake/2.png", "c/1_fake/m.txt"):
+        touch(root / rel)
+    for rel in ("b.txt", "a/x.txt", "c/y.txt", ".h"):
+        touch(root / rel)
+    listing = list_dataset(root, "test")
+    assert [Path(p).relative_to(root).as_posix() for p, _ in listing.skipped] == [
+        ".h",
+        "b.txt",
+        "a/x.txt",
+        "c/y.txt",
+        "a/0_real/n.txt",
+        "c/1_fake/m.txt",
+    ]
