@@ -211,6 +211,7 @@ def test_a_tree_listing_names_its_root_layout_and_notes(tmp_path):
     for rel in (
         "SDXL/0_real/a.png",
         "SDXL/1_fake/b.png",
+        "FLUX/1_fake/e.png",
         "ADM/val/ai/c.png",
         "ADM/val/nature/d.png",
     ):
@@ -223,7 +224,8 @@ def test_a_tree_listing_names_its_root_layout_and_notes(tmp_path):
         "0_real/1_fake + GenImage",
     )
     assert listing.notes == [
-        "mixed mixes layouts; each generator read by its own: 0_real/1_fake: SDXL; GenImage: ADM",
+        "mixed mixes layouts; each generator read by its own: 0_real/1_fake: FLUX, SDXL; "
+        "GenImage: ADM",
         "mixed: test split read from 1 val/ folder(s) (no test/ beside them; GenImage ships "
         "only train/ and val/)",
     ]
