@@ -326,3 +326,49 @@ def test_entries_not_read_come_in_walking_order(tmp_path):
         "a/0_real/n.txt",
         "c/1_fake/m.txt",
     ]
+
+
+def test_walk_root_says_which_split_folders_it_read(tmp_path):
+    from bench.data.walk import walk_root
+
+    root = tmp_path / "GenImage"
+    for rel in ("a/train/ai/1.png", "a/val/ai/2.png", "b/val/nature/3.png"):
+        touch(root / rel)
+    walk = walk_root(root, "test", "GenImage")
+    assert walk.splits_read == [(str(root / "a/val"), "val"), (str(root / "b/val"), "val")]
+    assert walk_root(root, "train", "GenImage").splits_read == [(str(root / "a/train"), "train")]
+
+
+def test_a_note_lists_every_split_a_generator_has_instead(tmp_path):
+    root = tmp_path / "set"
+    touch(root / "a/train/0_real/1.png")
+    touch(root / "a/progan_train/0_real/2.png")
+    touch(root / "b/test/0_real/3.png")
+    listing = list_dataset(root, "test")
+    assert [s.generator for s in listing.samples] == ["b"]
+    assert f"{root}/a has no test or val split (only progan_train, train): nothing read there" in (
+        listing.notes
+    )
+
+
+def test_a_cycle_does_not_stop_the_folders_beside_it(tmp_path):
+    root = tmp_path / "set"
+    touch(root / "a/0_real/x.png")
+    touch(root / "b/1_fake/y.png")
+    os.symlink(".", root / "loop")  # walked first: the walk takes folders in reverse order
+    samples, skipped = read(root)
+    assert samples == [("a", 0, "a/0_real/x.png"), ("b", 1, "b/1_fake/y.png")]
+    assert skipped == [("loop", "symbolic link cycle (links to one of its own parents)")]
+
+
+def test_a_split_named_category_folder_still_holds_genimage_classes(tmp_path):
+    # train/, val/ and car/ all hold 0_real folders: read as categories (ForenSynths has an
+    # LSUN class "train"); val/ is still a split folder, so its ai/ is GenImage's fake class
+    root = tmp_path / "set"
+    touch(root / "car/0_real/d.png")
+    touch(root / "train/0_real/a.png")
+    touch(root / "val/0_real/b.png")
+    touch(root / "val/ai/c.png")
+    with pytest.raises(BenchError) as info:
+        list_dataset(root, "test")
+    assert str(info.value).startswith(f"generator folder val under {root} holds both")
