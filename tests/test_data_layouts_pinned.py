@@ -350,6 +350,8 @@ def test_a_split_named_root_is_noted(tmp_path):
     assert list_dataset(tmp_path / "train", "test").notes == ["testing on a folder named train"]
     assert list_dataset(tmp_path / "test", "test").notes == []
     assert list_dataset(tmp_path / "train", "train").notes == []
+    touch(tmp_path / "val/g/0_real/c.png")
+    assert list_dataset(tmp_path / "val", "train").notes == ["training on a folder named val"]
 
 
 def test_samples_come_sorted_by_data_set_generator_label_path(tmp_path):

@@ -279,6 +279,11 @@ def test_entries_that_cannot_be_stat_ed(tmp_path):
     assert entry_kind(str(tmp_path / "x/y"))[0::2] == ("skip", "does not exist")
     kind, st, reason = entry_kind(str(tmp_path))
     assert (kind, reason, st.st_ino) == ("dir", "", os.stat(tmp_path).st_ino)
+    os.symlink(tmp_path / "gone", tmp_path / "broken")
+    assert entry_kind(str(tmp_path / "broken")) == ("skip", None, "broken symbolic link")
+    touch(tmp_path / "f.png")
+    kind, st, reason = entry_kind(str(tmp_path / "f.png"))
+    assert (kind, reason, st.st_size) == ("file", "", 4)
 
 
 def test_the_real_copy_of_a_file_wins_whichever_folder_is_walked_first(tmp_path):
