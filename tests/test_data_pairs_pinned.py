@@ -242,3 +242,15 @@ def test_universalfakedetect_folders_are_paired_as_its_authors_pair_them(tmp_pat
         "laion -> dalle, ldm_100); each real image is predicted once and scored with every "
         "generator it pairs"
     ]
+
+
+def test_a_root_whose_name_looks_like_a_glob_is_taken_literally(tmp_path: Path):
+    root = tmp_path / "set[1]"  # "[1]" as a pattern would match "set1"
+    touch(root / "real/a.png")
+    touch(root / "fake/b.png")
+    touch(tmp_path / "set1/fake/decoy.png")
+    path = manifest(root, '[generators.g]\nreal = "real"\nfake = "fake/*.png"\n')
+    assert rel(read_manifest(path), root) == [
+        ("g", 0, "real/a.png", "pairs"),
+        ("g", 1, "fake/b.png", "pairs"),
+    ]

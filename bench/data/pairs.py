@@ -113,7 +113,9 @@ def _expand(root: Path, pattern: str, where: str, skipped: list) -> list[tuple[s
     from bench.data.walk import entry_kind, images_below, is_image_name
 
     full = os.path.join(root, os.path.expanduser(pattern))
-    matches = sorted(glob.glob(full, recursive=True)) if glob.has_magic(pattern) else [full]
+    # the root is a folder name, never a pattern: "[", "*" or "?" in it match themselves
+    wanted = os.path.join(glob.escape(str(root)), os.path.expanduser(pattern))
+    matches = sorted(glob.glob(wanted, recursive=True)) if glob.has_magic(pattern) else [full]
     found: list[tuple[str, Any]] = []
     for match in matches:
         kind, st, reason = entry_kind(match)
