@@ -103,7 +103,8 @@ def test_fingerprint_of_a_half_precision_module_is_its_float_values():
     assert weights_fingerprint(m.to(torch.bfloat16)) == expected
 
 
-def test_image_digests_are_sha256_of_the_bytes_and_none_when_unreadable(tmp_path):
+def test_image_digests_are_sha256_of_the_bytes_and_none_when_unreadable(tmp_path, monkeypatch):
+    monkeypatch.setenv("BENCH_CACHE", str(tmp_path / "cache"))  # the digest index lives there
     a, b = tmp_path / "a.png", tmp_path / "b.bin"
     a.write_bytes(b"\x89PNG not really")
     b.write_bytes(b"")

@@ -468,6 +468,7 @@ def test_evaluation_plan_from_cached_features_lists_what_is_missing(tmp_path, mo
 def test_evaluation_plan_marks_a_row_with_no_feature_unreadable(tmp_path, monkeypatch):
     import baselines.frozen_clip as frozen
 
+    monkeypatch.setenv("BENCH_CACHE", str(tmp_path / "cache"))  # image digests are indexed
     samples = _samples(tmp_path, 2)
 
     def one_found(*args, **kwargs):

@@ -259,7 +259,8 @@ def _photo_samples(tmp_path: Path) -> list[Sample]:
     return samples
 
 
-def test_validation_features_are_the_centre_crops_of_the_readable_images(tmp_path):
+def test_validation_features_are_the_centre_crops_of_the_readable_images(tmp_path, monkeypatch):
+    monkeypatch.setenv("BENCH_CACHE", str(tmp_path / "cache"))
     samples = _photo_samples(tmp_path)
     broken = tmp_path / "broken.png"
     broken.write_bytes(b"not an image")
@@ -283,7 +284,8 @@ def test_validation_features_are_the_centre_crops_of_the_readable_images(tmp_pat
     assert again[-1] == "stub: validation features: 0 computed, rest from the cache"
 
 
-def test_validation_features_take_the_training_draw_of_blur_and_jpeg(tmp_path):
+def test_validation_features_take_the_training_draw_of_blur_and_jpeg(tmp_path, monkeypatch):
+    monkeypatch.setenv("BENCH_CACHE", str(tmp_path / "cache"))
     samples = _photo_samples(tmp_path)
     ctx = RunContext(device="cpu", seed=0, workers=0, log=lambda m: None)
     clean, _ = validation_features(
@@ -296,7 +298,8 @@ def test_validation_features_take_the_training_draw_of_blur_and_jpeg(tmp_path):
     assert (jpeg - clean).abs().max() > 1e-3
 
 
-def test_validation_features_refuse_a_set_with_no_readable_image(tmp_path):
+def test_validation_features_refuse_a_set_with_no_readable_image(tmp_path, monkeypatch):
+    monkeypatch.setenv("BENCH_CACHE", str(tmp_path / "cache"))
     broken = tmp_path / "broken.png"
     broken.write_bytes(b"not an image")
     ctx = RunContext(device="cpu", seed=0, workers=0, log=lambda m: None)
