@@ -77,3 +77,16 @@ def test_univfd_half_precision_head_gives_float32_loss_and_probabilities():
     proba = det.head_proba(x)
     assert proba.dtype == torch.float32
     np.testing.assert_allclose(_np(proba), _sigmoid(z), rtol=2e-2)
+
+
+def test_fallback_init_std_is_the_registrys():
+    import tomllib
+    from pathlib import Path
+
+    from baselines.univfd import UnivFD
+
+    text = (Path(__file__).parents[1] / "registry.toml").read_text(encoding="utf-8")
+    std = tomllib.loads(text)["detectors"]["univfd"]["options"]["init_std"]["default"]
+    torch.manual_seed(0)
+    head = UnivFD({}).build_head(20000)
+    assert float(head.weight.detach().std()) == pytest.approx(std, rel=0.03)

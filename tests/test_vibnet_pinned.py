@@ -150,3 +150,22 @@ def test_vibnet_probability_uses_the_mean_unless_sampling_is_asked():
     np.testing.assert_allclose(
         _np(got), _sigmoid(_vib_by_hand(det.head, _np(x), eps)[0]), rtol=1e-5
     )
+
+
+def test_fallback_defaults_in_the_code_are_the_registrys():
+    """A VIBNet built from a partial option dict (a plugin, a test) gets the catalogue's
+    defaults, read here from registry.toml."""
+    import tomllib
+    from pathlib import Path
+
+    from baselines.vibnet import VIBNet
+
+    text = (Path(__file__).parents[1] / "registry.toml").read_text(encoding="utf-8")
+    spec = tomllib.loads(text)["detectors"]["vibnet"]["options"]
+    bare = VIBNet({})
+    assert bare.beta == spec["beta"]["default"]
+    assert bare.sample_at_test is spec["sample_at_test"]["default"] is False
+    head = bare.build_head(6)
+    assert head.k == spec["k"]["default"] and head.sigma_shift == spec["sigma_shift"]["default"]
+    assert head.encoder[0].p == spec["dropout"]["default"]
+    assert head.encoder[1].out_features == spec["hidden"]["default"]
