@@ -117,6 +117,18 @@ def test_jpeg_alone_is_cv2s_recompression_of_the_bgr_pixels():
     assert np.array_equal(np.asarray(out), expected)
 
 
+def test_a_grey_or_rgba_image_is_made_rgb_first():
+    import cv2
+
+    grey = np.random.default_rng(6).integers(0, 256, (16, 24), dtype=np.uint8)
+    rgb = np.repeat(grey[..., None], 3, axis=2)
+    ok, data = cv2.imencode(".jpg", rgb, [cv2.IMWRITE_JPEG_QUALITY, 50])
+    expected = cv2.imdecode(data, cv2.IMREAD_COLOR)[..., ::-1]
+    step = BlurJpeg(blur_p=0.0, jpeg_p=1.0, quality=(50, 50))
+    out = step(Image.fromarray(grey, mode="L"), train=True, seed=0)
+    assert out.mode == "RGB" and np.array_equal(np.asarray(out), expected)
+
+
 def test_blur_alone_is_a_gaussian_with_sigma_and_nothing_else():
     """Blur only (p 1, sigma 1.5): cv2's Gaussian, kernel 2*round(3.5*sigma)+1 = 11 (PIL's radius)."""
     import cv2

@@ -112,6 +112,9 @@ def test_scheduler_keeps_one_step_after_the_warmup_and_a_single_step_is_not_warm
     sched = warmup_cosine_scheduler(opt, 10, 2, 2, 0.25)  # warm-up 20 > total 4: capped at 3
     assert _factors(sched, opt, 5) == pytest.approx([0.0, 1 / 3, 2 / 3, 1.0, 0.25])
     opt = _opt()
+    sched = warmup_cosine_scheduler(opt, 1, 1, 2, 0.25)  # two steps: one of warm-up
+    assert _factors(sched, opt, 3) == pytest.approx([0.0, 1.0, 0.25])
+    opt = _opt()
     sched = warmup_cosine_scheduler(opt, 1, 1, 1, 0.25)  # one step in all: no warm-up
     assert _factors(sched, opt, 2) == pytest.approx([1.0, 0.25])
     opt = _opt()
@@ -156,18 +159,23 @@ def test_fallback_defaults_in_the_code_are_the_registrys():
     assert bare.lr() == pytest.approx(d["lr"] * d["batch_size"] / d["lr_batch"])
     bare.setup(RunContext(device="cpu"))
     assert bare.net.high_freq.wavelet == d["wavelet"]
+    opt = torch.optim.SGD([nn.Parameter(torch.zeros(1))], lr=bare.lr())
+    sched = bare.configure_scheduler(opt, steps_per_epoch=2, epochs=3)  # warm-up: 1 epoch
+    lrs = _factors(sched, opt, 7)
+    assert lrs[:3] == pytest.approx([0.0, bare.lr() / 2, bare.lr()])
+    assert lrs[6] == pytest.approx(d["min_lr"])
     decay = bare.configure_optimizer().param_groups[0]["weight_decay"]
     assert decay == d["weight_decay"]
     loss = bare.training_step(_batch(bare.net)).detach()
     assert float(loss) == pytest.approx(_smoothed_ce(bare.net, d["label_smoothing"]), rel=1e-5)
 
 
-def test_setup_builds_the_two_class_net_on_the_wavelet_asked_for():
+def test_setup_builds_the_two_class_net_on_the_wavelet_and_device_asked_for():
     det = build(wavelet="db2")
-    det.setup(RunContext(device="cpu"))
+    det.setup(RunContext(device="meta"))  # "meta": shapes only, shows the move with no GPU
     assert isinstance(det.net, SafeNet) and det.net.high_freq.wavelet == "db2"
     assert det.net.fc.out_features == 2
-    assert all(p.device.type == "cpu" for p in det.net.parameters())
+    assert all(p.device.type == "meta" for p in det.net.parameters())
 
 
 def test_lr_follows_the_batch_given_then_the_batch_trained_with_then_the_option():
@@ -183,10 +191,13 @@ def test_fit_records_the_batch_size_it_trains_with(monkeypatch):
 
     det = build(lr=0.01, lr_batch=64, batch_size=32)
     seen = []
-    monkeypatch.setattr(Detector, "fit", lambda self, train, ctx: seen.append(self.lr()) or [1.5])
+    monkeypatch.setattr(
+        Detector, "fit", lambda self, train, ctx: seen.append((self.lr(), train, ctx)) or [1.5]
+    )
     train = TrainData([], lambda *a, **k: [], batch_size=16, epochs=1)
-    assert det.fit(train, RunContext(device="cpu")) == [1.5]
-    assert seen == [pytest.approx(0.0025)]
+    ctx = RunContext(device="cpu")
+    assert det.fit(train, ctx) == [1.5]
+    assert seen == [(pytest.approx(0.0025), train, ctx)]
 
 
 def test_optimizer_is_adamw_on_the_decay_groups_at_the_scaled_lr():
@@ -239,9 +250,9 @@ def test_probability_is_the_softmax_of_the_second_logit_and_modes_reach_the_net(
     det = build()
     det.setup(RunContext(device="cpu"))
     det.train_mode(True)
-    assert det.net.training and det.net.layer1.training
+    assert det.net.training and det.net.layer1.training and det.is_training()
     det.train_mode(False)
-    assert not det.net.training and not det.net.bn1.training
+    assert not det.net.training and not det.net.bn1.training and not det.is_training()
     batch = _batch(det.net)
     logits = det.net(batch["image"]).double()
     expected = torch.exp(logits[:, 1]) / torch.exp(logits).sum(dim=1)

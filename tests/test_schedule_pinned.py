@@ -223,12 +223,12 @@ def _detector(**options):
 def test_validation_chain_uses_the_midpoints_of_the_training_ranges():
     chain = validation_transforms(
         _detector(
-            load_size=300, blur_sigma=[1.0, 2.0], jpeg_quality=[40, 61], blur_p=0.25, jpeg_p=0.75
+            load_size=300, blur_sigma=[1.0, 3.0], jpeg_quality=[40, 61], blur_p=0.25, jpeg_p=0.75
         )
     )
     assert chain.describe() == [
         "ResizeShorter(size=300, interpolation='bilinear')",
-        "BlurJpeg(blur_p=0.25, sigma=(1.5, 1.5), jpeg_p=0.75, quality=(50, 50), "
+        "BlurJpeg(blur_p=0.25, sigma=(2.0, 2.0), jpeg_p=0.75, quality=(50, 50), "
         "draws='independent', jpeg='cv2-bgr')",
         "CenterCrop(size=8)",
         "ToTensor(mean=(0.5, 0.25, 0.0), std=(0.5, 0.5, 1.0))",
@@ -245,7 +245,7 @@ def test_validation_chain_uses_the_midpoints_of_the_training_ranges():
 def _cached_detector(**options):
     det = _detector(**options)
     det._encode_for_cache = lambda images: images.mean(dim=(2, 3))
-    det.feature_key = lambda ctx: {"feature": "channel means (test stub)"}
+    det.feature_key = lambda ctx: {"feature": "channel means (test stub)", "seed": ctx.seed}
     return det
 
 
@@ -298,6 +298,27 @@ def test_validation_features_take_the_training_draw_of_blur_and_jpeg(tmp_path, m
     assert (jpeg - clean).abs().max() > 1e-3
 
 
+def test_validation_features_are_view_0_of_the_training_draw_in_eval_batches(tmp_path, monkeypatch):
+    import json
+
+    monkeypatch.setenv("BENCH_CACHE", str(tmp_path / "cache"))
+    (one,) = _photo_samples(tmp_path)[:1]
+    det = _cached_detector(load_size=10, blur_p=0.0, jpeg_p=0.0, eval_batch_size=2)
+    sizes = []
+    encode = det._encode_for_cache
+    det._encode_for_cache = lambda images: sizes.append(len(images)) or encode(images)
+    ctx = RunContext(device="cpu", seed=0, workers=0, log=lambda m: None)
+    feats, _ = validation_features(det, [one] * 3, ctx)  # one file three times: three rows
+    assert sizes == [2, 1] and feats.shape == (3, 3)
+    (meta,) = (tmp_path / "cache").rglob("meta.json")
+    described = json.loads(meta.read_text())
+    assert (described["view"], described["train"], described["seed"]) == (0, True, 0)
+    del det.options["eval_batch_size"]  # the default: 256 images a batch
+    sizes.clear()
+    validation_features(det, [one] * 257, RunContext(seed=1, workers=0, log=lambda m: None))
+    assert sizes == [256, 1]
+
+
 def test_validation_features_refuse_a_set_with_no_readable_image(tmp_path, monkeypatch):
     monkeypatch.setenv("BENCH_CACHE", str(tmp_path / "cache"))
     broken = tmp_path / "broken.png"
@@ -306,6 +327,10 @@ def test_validation_features_refuse_a_set_with_no_readable_image(tmp_path, monke
     with pytest.raises(BenchError) as err:
         validation_features(_cached_detector(), [Sample(str(broken), 1, "g")], ctx)
     assert str(err.value) == "stub: no validation image could be read"
+    # the same cache folder holding other images' features: still nothing for these
+    validation_features(_cached_detector(), _photo_samples(tmp_path)[:1], ctx)
+    with pytest.raises(BenchError, match="no validation image could be read"):
+        validation_features(_cached_detector(), [Sample(str(broken), 1, "g")], ctx)
 
 
 # ------------------------------------------------------------------- validation_accuracy
@@ -333,13 +358,28 @@ def test_validation_accuracy_at_0_5_over_more_than_one_chunk():
     n = 4096 + 5
     p = torch.full((n, 1), 0.75)
     labels = torch.ones(n)
-    p[-5:, 0] = torch.tensor([0.5, 0.5, 0.25, 0.75, 0.9])
+    p[-5:, 0] = torch.tensor([0.5, 0.6, 0.25, 0.75, 0.9])
     labels[-5:] = torch.tensor([0.0, 1.0, 0.0, 0.0, 1.0])
-    p[:10, 0] = 0.25  # ten wrong at the start (labels 1)
-    # correct: n - 5 - 10 in the first block, then 0.5 -> 0 yes, 0.5 -> 1 no, yes, no, yes
+    p[1:11, 0] = 0.25  # ten wrong near the start (labels 1); row 0 is right
+    # correct: n - 5 - 10 in the first block, then 0.5 -> 0 yes (not > 0.5), yes, yes, no, yes
     head = _Head()
-    assert validation_accuracy(head, p, labels) == (n - 15 + 3) / n
+    assert validation_accuracy(head, p, labels) == (n - 15 + 4) / n
     assert head.modes == [False, True] and head.hooked == [None, None]
+
+
+def test_validation_accuracy_moves_each_chunk_to_the_detectors_device():
+    """The "meta" device (shapes only) shows where the features were sent, with no GPU."""
+    head = _Head()
+    head.device = "meta"
+    seen = []
+
+    def proba(f):
+        seen.append(f.device.type)
+        return torch.zeros(f.shape[0])
+
+    head.head_proba = proba
+    assert validation_accuracy(head, torch.ones(3, 1), torch.zeros(3)) == 1.0
+    assert seen == ["meta"]
 
 
 def test_validation_accuracy_restores_training_mode_when_the_head_fails():
