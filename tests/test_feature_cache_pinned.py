@@ -30,7 +30,7 @@ from baselines.feature_cache import (
 from bench.builtin.transforms import CenterCrop, ToTensor
 from bench.data.layouts import Sample
 from bench.errors import BenchError
-from bench.interfaces import RunContext, TransformChain
+from bench.interfaces import RunContext, Transform, TransformChain
 
 
 # ------------------------------------------------------------------------------ modes
@@ -412,3 +412,54 @@ def test_shared_features_on_process_zero_start_from_nothing(tmp_path):
     assert len(store.shards()) == 1
     stored, hit = store.lookup(digests)
     assert hit.tolist() == [True, False, True]
+
+
+class _Marks(Transform):
+    """A training-time step whose output shows the flag and the seed it was given."""
+
+    role = "tensor"
+
+    def __call__(self, image, *, train, seed):
+        value = torch.tensor([float(train), float(seed % 9973), 1.0])
+        return value.view(3, 1, 1).expand(3, 2, 2).clone()
+
+    def __repr__(self) -> str:
+        return "Marks()"
+
+
+def test_stored_views_are_the_images_the_standard_loader_draws(tmp_path, monkeypatch):
+    """For a training chain: the flag, the view (the loader's epoch) and the run's seed
+    reach every image as ``make_loader`` hands them to the standard loop."""
+    from bench.data.pipeline import make_loader
+
+    monkeypatch.setenv("BENCH_CACHE", str(tmp_path / "cache"))
+    samples = _images(tmp_path, 3)
+    chain = TransformChain([_Marks()])
+    ctx = RunContext(seed=3, workers=0, log=lambda m: None)
+    for view in (0, 2):
+        feats, _, computed = cached_features(
+            samples,
+            image_digests(samples),
+            chain,
+            lambda images: images.mean(dim=(2, 3)),
+            key={"backbone": "marks"},
+            train=True,
+            view=view,
+            batch_size=2,
+            ctx=ctx,
+        )
+        loader = make_loader(
+            samples, chain, train=True, shuffle=False, batch_size=3, epoch=view, seed=3
+        )
+        (batch,) = list(loader)
+        assert computed == 3 and torch.equal(feats, batch["image"].mean(dim=(2, 3)))
+        assert feats[:, 0].tolist() == [1.0, 1.0, 1.0]
+    folder = next((tmp_path / "cache").rglob("meta.json")).parent
+    assert folder.parent.name == "features"  # <cache root>/features/<key>
+
+
+def test_the_progress_bar_counts_the_batches(tmp_path, monkeypatch, capsys):
+    monkeypatch.setenv("BENCH_CACHE", str(tmp_path / "cache"))
+    samples = _images(tmp_path, 3)
+    _run(samples, RunContext(seed=0, workers=0, progress=True, log=lambda m: None), [])
+    assert "2/2" in capsys.readouterr().err  # 3 images in batches of 2

@@ -68,7 +68,7 @@ def _feature(pixels: np.ndarray) -> np.ndarray:
 
 def quiet(messages: list[str] | None = None, **kw) -> RunContext:
     log = messages.append if messages is not None else (lambda m: None)
-    return RunContext(device="cpu", seed=0, workers=0, log=log, **kw)
+    return RunContext(**{"device": "cpu", "seed": 0, "workers": 0, "log": log, **kw})
 
 
 def detector(backbone: _Backbone | None = None, **options) -> UnivFD:
@@ -81,12 +81,12 @@ def detector(backbone: _Backbone | None = None, **options) -> UnivFD:
     return det
 
 
-def _samples(tmp_path: Path, n: int = 6) -> list[Sample]:
+def _samples(tmp_path: Path, n: int = 6, h: int = 8, w: int = 8) -> list[Sample]:
     rng = np.random.default_rng(0)
     out = []
     for i in range(n):
         path = tmp_path / f"img{i}.png"
-        Image.fromarray(rng.integers(0, 256, (8, 8, 3), dtype=np.uint8)).save(path)
+        Image.fromarray(rng.integers(0, 256, (h, w, 3), dtype=np.uint8)).save(path)
         out.append(Sample(str(path), i % 2, "g"))
     return out
 
@@ -152,6 +152,9 @@ def test_setup_loads_clip_by_its_options_and_checks_its_image_size(monkeypatch):
     assert isinstance(det.head, nn.Linear) and det.head.in_features == 4
     UnivFD({"input_size": 8}).setup(ctx)
     assert seen[-1] == ("ViT-L-14", "openai", "cpu", "univfd.pretrained")
+    on_meta = UnivFD({"input_size": 8})
+    on_meta.setup(quiet(device="meta"))  # "meta": shapes only, shows the move with no GPU
+    assert on_meta.device == "meta" and on_meta.head.weight.device.type == "meta"
     with pytest.raises(BenchError) as err:
         UnivFD({"input_size": 16}).setup(ctx)
     assert str(err.value) == (
@@ -479,3 +482,259 @@ def test_evaluation_plan_marks_a_row_with_no_feature_unreadable(tmp_path, monkey
     plan = detector(feature_cache="views", batch_size=7).plan_evaluation(samples, quiet())
     assert plan.missing == {1: "unreadable"}
     assert math.isclose(float(plan.features.sum()), 8.0)
+
+
+# ------------------------------------------------------------- the official schedule's inputs
+class _Recording(TrainData):
+    """TrainData that remembers how its loaders were asked for."""
+
+    def __init__(self, *args, **kwargs):
+        super().__init__(*args, **kwargs)
+        self.asked: list[tuple] = []
+
+    def loader(self, chain, **kwargs):
+        self.asked.append((chain.describe(), kwargs))
+        return super().loader(chain, **kwargs)
+
+    def subset(self, samples):
+        out = _Recording(samples, self._factory, self.batch_size, self.epochs, self.root)
+        self.children = [*getattr(self, "children", []), out]
+        return out
+
+
+def _recording(samples, batch_size=2, epochs=2, root=None) -> _Recording:
+    def factory(s, chain, **kw):
+        return make_loader(s, chain, workers=0, seed=0, **kw)
+
+    return _Recording(samples, factory, batch_size=batch_size, epochs=epochs, root=root)
+
+
+def test_official_schedule_defaults_are_univfds(tmp_path, monkeypatch):
+    """No schedule options given but "official": a held-out 5 % (11 images of each class
+    -> 1 each), patience 5, lr / 10 down to 1e-6 (1e-4 / 100 is not below it, / 1000 is):
+    1 + 5 epochs, a drop; 1 + 5, a drop; 1 + 5, the last drop ends the run at 18."""
+    import baselines.frozen_clip as frozen
+
+    monkeypatch.setenv("BENCH_CACHE", str(tmp_path / "cache"))
+    samples = _samples(tmp_path, 22)
+    det = UnivFD(
+        {"input_size": 8, "load_size": 8, "blur_p": 0.0, "jpeg_p": 0.0, "schedule": "official"}
+    )
+    det.backbone = _Backbone()
+    det.head = det.build_head(4)
+    monkeypatch.setattr(frozen, "validation_accuracy", lambda d, f, y: 0.5)
+    ctx = quiet()
+    det.fit(_train(samples, batch_size=20, epochs=30), ctx)
+    record = ctx.notes["schedule"]
+    assert record["epochs_run"] == 18 and record["chosen_epoch"] == 13
+    assert [h["lr"] for h in record["history"]][::6] == pytest.approx([1e-4, 1e-5, 1e-6])
+
+
+def _tree(root: Path, per_class: int, seed: int) -> None:
+    rng = np.random.default_rng(seed)
+    for folder in ("0_real", "1_fake"):
+        (root / folder).mkdir(parents=True)
+        for i in range(per_class):
+            pixels = rng.integers(0, 256, (8, 8, 3), dtype=np.uint8)
+            Image.fromarray(pixels).save(root / folder / f"{i}.png")
+
+
+def test_official_schedule_validates_on_the_sibling_val_folder_or_the_seeded_split(
+    tmp_path, monkeypatch
+):
+    import baselines.frozen_clip as frozen
+    from baselines.schedule import validation_split
+    from bench.data.layouts import read_folder_tree
+
+    monkeypatch.setenv("BENCH_CACHE", str(tmp_path / "cache"))
+    _tree(tmp_path / "train", 4, seed=1)
+    _tree(tmp_path / "val", 2, seed=2)
+    samples = read_folder_tree(tmp_path / "train")
+    beside = read_folder_tree(tmp_path / "val")
+    seen = []
+    monkeypatch.setattr(frozen, "validation_accuracy", lambda d, f, y: seen.append(f) or 0.5)
+    root = str(tmp_path / "train")
+    base = {"feature_cache": "eval-view", "schedule": "official", "patience": 1, "min_lr": 1e-3}
+
+    def features(chosen):
+        return torch.tensor(np.array([_feature(_pixels(s)) for s in chosen]), dtype=torch.float32)
+
+    # val_set "auto" (the default) with a val/ folder beside train/: that folder
+    detector(**base).fit(_train(samples, epochs=1, root=root), quiet())
+    torch.testing.assert_close(seen[-1], features(beside), rtol=1e-5, atol=1e-6)
+    # "split" asked for: the seeded held-out part, for the run's seed, whatever is beside
+    detector(**base, val_set="split", val_fraction=0.5).fit(
+        _train(samples, epochs=1, root=root), quiet(seed=4)
+    )
+    _, held, _ = validation_split(samples, root, "split", 0.5, seed=4)
+    torch.testing.assert_close(seen[-1], features(held), rtol=1e-5, atol=1e-6)
+
+
+def test_official_schedule_without_a_cache_trains_on_the_training_chain(tmp_path, monkeypatch):
+    """The standard loader, asked for the training chain, shuffled, epoch by epoch; the
+    lr moves on plateaus only (lr_drop_epochs is the fixed schedule's); the head is in
+    training mode throughout; the data wait is kept under "train"."""
+    import baselines.frozen_clip as frozen
+
+    monkeypatch.setenv("BENCH_CACHE", str(tmp_path / "cache"))
+    samples = _samples(tmp_path, 8)
+    det = detector(
+        feature_cache="off", schedule="official", val_set="split", val_fraction=0.5,
+        lr_drop_epochs=[1], patience=5,
+    )  # fmt: skip
+    monkeypatch.setattr(frozen, "validation_accuracy", lambda d, f, y: 0.5)
+    modes = []
+    original = det.training_step
+    monkeypatch.setattr(
+        det, "training_step", lambda batch: modes.append(det.is_training()) or original(batch)
+    )
+    train = _recording(samples, batch_size=4, epochs=2)
+    messages: list[str] = []
+    ctx = quiet(messages)
+    losses = det.fit(train, ctx)
+    (child,) = train.children
+    assert [kw for _, kw in child.asked] == [
+        {"train": True, "shuffle": True, "epoch": 0},
+        {"train": True, "shuffle": True, "epoch": 1},
+    ]
+    assert all(chain == det.transforms(train=True).describe() for chain, _ in child.asked)
+    assert len(losses) == 2 and modes == [True, True]
+    assert [h["lr"] for h in ctx.notes["schedule"]["history"]] == [1e-4, 1e-4]
+    assert "train" in ctx.notes["data_wait"]
+    assert [m for m in messages if m.startswith("epoch ")] == [
+        f"epoch {e + 1}/2: mean loss {losses[e]:.4f}, validation acc 0.5000" for e in range(2)
+    ]
+
+
+def test_losses_are_all_kept_when_read_in_several_goes(tmp_path, monkeypatch):
+    import baselines.frozen_clip as frozen
+    import bench.training
+
+    monkeypatch.setenv("BENCH_CACHE", str(tmp_path / "cache"))
+    monkeypatch.setattr(bench.training, "READ_EVERY", 2)
+    samples = _samples(tmp_path, 5)
+    for mode in ("eval-view", "off"):
+        det = detector(feature_cache=mode, schedule="official", val_set="split", val_fraction=0.4)
+        det.options["patience"] = 5
+        monkeypatch.setattr(frozen, "validation_accuracy", lambda d, f, y: 0.5)
+        losses = det.fit(_train(samples, batch_size=1, epochs=2), quiet())
+        assert len(losses) == 2 * 3, mode  # 3 training images, one a step, two epochs
+        assert all(math.isfinite(v) for v in losses)
+
+
+@pytest.mark.parametrize("mode", ["eval-view", "off"])
+def test_a_diverging_loss_names_its_epoch(tmp_path, monkeypatch, mode):
+    import baselines.frozen_clip as frozen
+
+    monkeypatch.setenv("BENCH_CACHE", str(tmp_path / "cache"))
+    monkeypatch.setattr(frozen, "validation_accuracy", lambda d, f, y: 0.5)
+    samples = _samples(tmp_path, 4)
+    det = detector(feature_cache=mode, schedule="official", val_set="split", val_fraction=0.5)
+    original = det.training_step
+    calls = []
+
+    def nan_later(batch):
+        calls.append(1)
+        loss = original(batch)
+        return loss * float("nan") if len(calls) > 2 else loss
+
+    monkeypatch.setattr(det, "training_step", nan_later)
+    with pytest.raises(BenchError) as err:
+        det.fit(_train(samples, batch_size=1, epochs=3), quiet())
+    assert str(err.value) == "training diverged: loss is nan at epoch 2"
+
+
+def test_batches_go_to_the_detectors_device(tmp_path, monkeypatch):
+    """A stand-in ``step`` records where the batch tensors are: "meta" shows the move."""
+    import bench.training
+
+    monkeypatch.setenv("BENCH_CACHE", str(tmp_path / "cache"))
+    samples = _samples(tmp_path, 3)
+    seen = []
+
+    def fake_step(detector, batch, optimizer, scheduler, ctx):
+        seen.append({k: batch[k].device.type for k in ("image", "features", "label") if k in batch})
+        return torch.tensor(0.5)
+
+    monkeypatch.setattr(bench.training, "step", fake_step)
+    det = detector(feature_cache="eval-view")
+    feats = torch.ones(3, 4)
+    monkeypatch.setattr(
+        det, "_view_features", lambda *a: (feats, torch.ones(3, dtype=torch.bool), 0)
+    )
+    det.device = "meta"
+    det._epoch_runner(_train(samples, batch_size=3), quiet(device="meta"))[0](0, None, None)
+    assert seen == [{"features": "meta", "label": "meta"}]
+    seen.clear()
+    off = detector(feature_cache="off")
+    off._epoch_runner(_train(samples, batch_size=3), quiet(device="meta"))[0](0, None, None)
+    assert seen == [{"image": "meta", "label": "meta"}]
+
+
+def test_one_batch_an_epoch_gives_each_epoch_its_own_mean(tmp_path, monkeypatch):
+    monkeypatch.setenv("BENCH_CACHE", str(tmp_path / "cache"))
+    samples = _samples(tmp_path, 3)
+    messages: list[str] = []
+    det = detector(feature_cache="eval-view", lr=0.5)
+    losses = det.fit(_train(samples, batch_size=4, epochs=2), quiet(messages))
+    assert len(losses) == 2 and losses[0] != losses[1]
+    assert [m for m in messages if m.startswith("epoch ")] == [
+        f"epoch {e + 1}/2: mean loss {losses[e]:.4f}" for e in range(2)
+    ]
+
+
+def test_images_are_encoded_on_the_detectors_device(monkeypatch):
+    det = detector()
+    seen = []
+
+    class _Where(nn.Module):
+        def encode_image(self, images):
+            seen.append(images.device.type)
+            return torch.zeros(images.shape[0], 4)
+
+    det.backbone = _Where()
+    det.device = "meta"
+    det._encode_for_cache(torch.rand(2, 3, 8, 8))
+    assert seen == ["meta"]
+
+
+def _count_encodes(det) -> list[int]:
+    calls: list[int] = []
+    encode = det.backbone.encode_image
+    det.backbone.encode_image = lambda images: calls.append(len(images)) or encode(images)
+    return calls
+
+
+def test_evaluation_plan_reads_the_evaluation_chain_in_eval_batches(tmp_path, monkeypatch):
+    import json
+
+    monkeypatch.setenv("BENCH_CACHE", str(tmp_path / "cache"))
+    (one,) = _samples(tmp_path, 1, h=12, w=10)
+    pixels = _pixels(one)[2:10, 1:9]  # the centre 8 x 8 of 12 x 10
+    for options, sizes in (
+        ({"eval_batch_size": 2, "batch_size": 3}, [2, 2, 1]),
+        ({"batch_size": 3}, [3, 2]),
+    ):
+        det = detector(feature_cache="views", **options)
+        calls = _count_encodes(det)
+        plan = det.plan_evaluation([one] * 5, quiet(seed=len(sizes) + 10 * len(options)))
+        assert calls == sizes, options
+        np.testing.assert_allclose(plan.features[0].numpy(), _feature(pixels), rtol=1e-5)
+    metas = [json.loads(p.read_text()) for p in (tmp_path / "cache").rglob("meta.json")]
+    assert all(m["chain"] == det.transforms(train=False).describe() for m in metas)
+    assert all(m["train"] is False and m["view"] == 0 for m in metas)
+    det = detector(feature_cache="views")  # neither batch size given: 256
+    calls = _count_encodes(det)
+    det.plan_evaluation([one] * 257, quiet(seed=99))
+    assert calls == [256, 1]
+
+
+def test_evaluation_plan_with_nothing_readable_has_zero_features(tmp_path, monkeypatch):
+    monkeypatch.setenv("BENCH_CACHE", str(tmp_path / "cache"))
+    bad = tmp_path / "bad.png"
+    bad.write_bytes(b"not an image")
+    plan = detector(feature_cache="eval-view").plan_evaluation(
+        [Sample(str(bad), 1, "g")] * 2, quiet()
+    )
+    assert plan.features.dtype == torch.float32 and torch.equal(plan.features, torch.zeros(2, 4))
+    assert set(plan.missing) == {0, 1}
