@@ -39,6 +39,7 @@ def test_modes_and_their_view_counts():
     assert parse_cache_mode("Eval-View") == CacheMode("eval-view", None)
     assert parse_cache_mode("views") == CacheMode("views", None)
     assert parse_cache_mode("Views:02") == CacheMode("views", 2)
+    assert parse_cache_mode("views:1") == CacheMode("views", 1)
     assert CacheMode("off", None).n_views(5) == 0
     assert CacheMode("eval-view", None).n_views(5) == 1
     assert CacheMode("views", None).n_views(5) == 5
@@ -46,7 +47,9 @@ def test_modes_and_their_view_counts():
     assert CacheMode("views", None).n_views(0) == 1 and CacheMode("views", 3).n_views(0) == 1
 
 
-@pytest.mark.parametrize("bad", ["views:0", "views:-1", "views:", "view", "views:2x", "", "on"])
+@pytest.mark.parametrize(
+    "bad", ["views:0", "views:-1", "views:", "view", "views:2x", "", "on", "views:1:2"]
+)
 def test_other_modes_are_refused_with_the_option_named(bad):
     with pytest.raises(BenchError) as err:
         parse_cache_mode(bad)
@@ -463,3 +466,53 @@ def test_the_progress_bar_counts_the_batches(tmp_path, monkeypatch, capsys):
     samples = _images(tmp_path, 3)
     _run(samples, RunContext(seed=0, workers=0, progress=True, log=lambda m: None), [])
     assert "2/2" in capsys.readouterr().err  # 3 images in batches of 2
+
+
+def _shard(folder: Path, name: str, digest: str, value: float, width: int = 3) -> None:
+    from safetensors.torch import save_file
+
+    raw = torch.tensor([list(bytes.fromhex(digest))], dtype=torch.uint8)
+    save_file({"digest": raw, "features": torch.full((1, width), value)}, str(folder / name))
+
+
+def test_a_bad_shard_between_good_ones_does_not_hide_the_later_ones(tmp_path):
+    store = FeatureStore(tmp_path / "f")
+    _shard(store.folder, "shard-a.safetensors", _digest(1), 1.0)
+    _shard(store.folder, "shard-b.safetensors", _digest(2), 2.0, width=5)  # another width
+    (store.folder / "shard-c.safetensors").write_bytes(b"damaged")
+    _shard(store.folder, "shard-d.safetensors", _digest(4), 4.0)
+    feats, found = store.lookup([_digest(1), _digest(2), _digest(4)])
+    assert found.tolist() == [True, False, True]
+    assert feats.tolist() == [[1.0] * 3, [0.0] * 3, [4.0] * 3]
+
+
+def test_an_unreadable_batch_does_not_end_the_pass(tmp_path, monkeypatch):
+    monkeypatch.setenv("BENCH_CACHE", str(tmp_path / "cache"))
+    bad = tmp_path / "bad.png"
+    bad.write_bytes(b"not an image")
+    good = _images(tmp_path, 2)
+    samples = [Sample(str(bad), 1, "g"), Sample(str(bad), 0, "g"), *good]
+    ctx = RunContext(seed=0, workers=0, log=lambda m: None)
+    feats, found, computed = _run(samples, ctx, [], batch_size=2)
+    assert computed == 2 and found.tolist() == [False, False, True, True]
+    assert "features" in ctx.notes["data_wait"]  # the feature pass's data wait, by name
+
+
+def test_the_progress_bar_names_an_evaluation_pass(tmp_path, monkeypatch, capsys):
+    monkeypatch.setenv("BENCH_CACHE", str(tmp_path / "cache"))
+    samples = _images(tmp_path, 3)
+    _run(samples, RunContext(seed=0, workers=0, progress=True, log=lambda m: None), [], view=5)
+    assert "features (eval view 5)" in capsys.readouterr().err
+
+
+def test_process_zero_keeps_the_rows_it_found_in_the_cache(tmp_path, monkeypatch):
+    monkeypatch.setenv("BENCH_CACHE", str(tmp_path / "cache"))
+    samples = _images(tmp_path, 5)
+    _run(samples[:1], RunContext(seed=0, workers=0, log=lambda m: None), [])  # row 0 stored
+    theirs = torch.tensor([_means(samples[i]) for i in (3, 4)], dtype=torch.float32)
+    zero = _Two(0, theirs=([([3, 4], theirs)], {}))
+    ctx = RunContext(seed=0, workers=0, log=lambda m: None, processes=zero)
+    calls: list[int] = []
+    feats, found, computed = _run(samples, ctx, calls, batch_size=2)
+    assert calls == [2] and computed == 4 and bool(found.all())
+    np.testing.assert_allclose(feats.numpy(), [_means(s) for s in samples], atol=1e-6)

@@ -185,6 +185,26 @@ def test_features_come_from_the_batch_or_the_frozen_backbone_then_the_hooks():
     torch.testing.assert_close(from_images, 2 * expected.float())
 
 
+def test_batch_features_go_to_the_device_and_the_hooks_see_the_batch():
+    det = detector()
+    det.device = "meta"  # shapes only: shows the move with no GPU
+    assert det._features({"features": torch.ones(2, 4)}).device.type == "meta"
+    seen = []
+
+    class _Sees(Addon):
+        hook = "features"
+
+        def apply(self, features, batch, training):
+            seen.append(batch)
+            return features
+
+    det = detector()
+    _Sees({}).attach(det)
+    batch = {"features": torch.ones(2, 4), "path": ["a", "b"]}
+    det._features(batch)
+    assert seen == [batch]
+
+
 def test_training_step_and_probability_by_hand():
     det = detector()
     f = torch.tensor([[0.5, -1.0, 0.25, 2.0], [1.0, 0.0, -0.5, 0.5], [0.0, 0.25, 1.0, -1.0]])
