@@ -631,7 +631,7 @@ def test_losses_are_all_kept_when_read_in_several_goes(tmp_path, monkeypatch):
     import bench.training
 
     monkeypatch.setenv("BENCH_CACHE", str(tmp_path / "cache"))
-    monkeypatch.setattr(bench.training, "READ_EVERY", 2)
+    monkeypatch.setattr(bench.training, "READ_EVERY", 1)  # read after every step
     samples = _samples(tmp_path, 5)
     for mode in ("eval-view", "off"):
         det = detector(feature_cache=mode, schedule="official", val_set="split", val_fraction=0.4)
@@ -642,10 +642,14 @@ def test_losses_are_all_kept_when_read_in_several_goes(tmp_path, monkeypatch):
         assert all(math.isfinite(v) for v in losses)
 
 
+@pytest.mark.parametrize("read_every", [1, 25])
 @pytest.mark.parametrize("mode", ["eval-view", "off"])
-def test_a_diverging_loss_names_its_epoch(tmp_path, monkeypatch, mode):
+def test_a_diverging_loss_names_its_epoch(tmp_path, monkeypatch, mode, read_every):
+    """Read after every step (1) or at the epoch's end (25): the epoch is named either way."""
     import baselines.frozen_clip as frozen
+    import bench.training
 
+    monkeypatch.setattr(bench.training, "READ_EVERY", read_every)
     monkeypatch.setenv("BENCH_CACHE", str(tmp_path / "cache"))
     monkeypatch.setattr(frozen, "validation_accuracy", lambda d, f, y: 0.5)
     samples = _samples(tmp_path, 4)
