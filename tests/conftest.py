@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import os
+from collections.abc import Iterator
 
 # Nothing in the tests may wait on a model hub (HF waits ~49 s before failing offline).
 os.environ["HF_HUB_OFFLINE"] = "1"
@@ -15,10 +16,19 @@ import pytest  # noqa: E402
 
 
 @pytest.fixture(scope="session", autouse=True)
-def _private_cache(tmp_path_factory: pytest.TempPathFactory) -> None:
-    """Every test session gets its own BENCH_CACHE unless the caller chose one."""
-    if "BENCH_CACHE" not in os.environ:
-        os.environ["BENCH_CACHE"] = str(tmp_path_factory.mktemp("bench-cache"))
+def _private_cache(tmp_path_factory: pytest.TempPathFactory) -> Iterator[None]:
+    """Every test session gets its own BENCH_CACHE unless the caller chose one.
+
+    It is unset again when the session ends: mutmut runs several sessions in one process
+    (and forks its mutant runs from it), and a later session must not write into the
+    first one's folder, which pytest's rotation of old temporary folders may have removed.
+    """
+    if "BENCH_CACHE" in os.environ:
+        yield
+        return
+    os.environ["BENCH_CACHE"] = str(tmp_path_factory.mktemp("bench-cache"))
+    yield
+    os.environ.pop("BENCH_CACHE", None)
 
 
 def make_tree(
