@@ -253,3 +253,33 @@ def test_a_state_of_another_layout_is_refused_in_one_line():
     state["x.lora_B.y"] = torch.zeros(1)
     with pytest.raises(BenchError, match=r"\(0 missing, 1 unexpected, e\.g\. x\.lora_B\.y\)"):
         load_lora_state(visual, state)
+
+
+def test_a_float_mask_is_cast_to_the_attentions_dtype():
+    mha = attention(dtype=torch.bfloat16).eval()
+    split = SplitAttention(mha).eval()
+    x = tokens(length=5, dtype=torch.bfloat16)
+    mask = torch.randn(5, 5, generator=torch.Generator().manual_seed(6)) * 3.3  # float32
+    with torch.no_grad():
+        got = split(x, x, x, attn_mask=mask)[0]
+        want = split(x, x, x, attn_mask=mask.to(torch.bfloat16))[0]
+    assert got.dtype == torch.bfloat16 and torch.equal(got, want)
+
+
+def test_an_already_split_visual_takes_qkv_lora_but_not_peft_mha():
+    visual = Visual(attention(), attention(seed=1))
+    split_attention(visual)
+    with pytest.raises(BenchError) as info:
+        apply_lora(visual, mode="mha")
+    assert str(info.value) == (
+        "LoRA mode 'mha' needs nn.MultiheadAttention in the image transformer; "
+        "its attention modules are SplitAttention"
+    )
+    apply_lora(visual)  # qkv: the split layers are what it adapts
+    assert len(lora_parameters(visual)) == 2 * 2 * 3
+
+
+def test_every_kind_of_attention_found_is_named():
+    with pytest.raises(BenchError) as info:
+        apply_lora(Visual(nn.Linear(2, 2), nn.Identity(), nn.Identity()))
+    assert str(info.value).endswith("its attention modules are Identity, Linear")

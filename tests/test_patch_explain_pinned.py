@@ -152,3 +152,15 @@ def test_a_small_image_is_mirror_padded_or_refused_in_one_line():
     refused = r"^patch_select: image of 40 x 40 px has 4 whole 16-px patches; 9 are needed"
     with pytest.raises(BenchError, match=refused):
         explain_patch_select(PatchSelect(OUT, N, small_image="error"), Image.fromarray(array))
+
+
+def test_a_small_image_is_shown_resized_when_the_step_resizes():
+    array = striped_noise()[:40, :40]
+    step = PatchSelect(OUT, N, small_image="resize")
+    shown = explain_patch_select(step, Image.fromarray(array))
+    grown = np.asarray(shown["input"])
+    assert grown.shape == (48, 48, 3)
+    assert not np.array_equal(grown[:40, :40], array)  # resampled, not padded
+    output = np.asarray(shown["output"])
+    assert np.array_equal(output, np.asarray(step(Image.fromarray(array), train=False, seed=0)))
+    assert tiles_of(shown, output) == shown["tiles"]  # the boxes are on the resized image
