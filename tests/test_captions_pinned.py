@@ -338,6 +338,41 @@ def test_blip_captions_one_process(tmp_path, cache, monkeypatch):
     assert blip(samples, None) == found and model.calls == []
 
 
+def test_blip_uses_the_runs_device(tmp_path, cache):
+    paths = grey_images(tmp_path / "img", [50])
+    model = Model()
+    blip = BlipCaptions("test/fake", model=model, processor=Processor())
+    assert blip([Sample(paths[0], 0, "g")], RunContext(device="cpu:0")) == {paths[0]: "level 50"}
+    assert model.moved_to == ["cpu:0"]
+
+
+def test_a_model_that_answers_for_fewer_images_is_not_trusted(tmp_path, cache):
+    class Short(Model):
+        def generate(self, pixel_values, max_new_tokens):
+            return super().generate(pixel_values, max_new_tokens)[:1]
+
+    paths = grey_images(tmp_path / "img", [1, 2])
+    blip = BlipCaptions("test/short", model=Short(), processor=Processor())
+    with pytest.raises(ValueError):
+        blip([Sample(p, 0, "g") for p in paths], None)
+
+
+def test_a_processor_without_a_model_loads_both(monkeypatch):
+    monkeypatch.setattr(hub, "cached_hub_file", lambda m, names: None)
+    monkeypatch.setattr(hub, "hub_offline", lambda: True)
+    with pytest.raises(BenchError, match="^BLIP captioner org/m is not on this machine"):
+        BlipCaptions("org/m", model=Model(), processor=None)._load("cpu")
+
+
+def test_images_blip_cannot_read_are_missing_under_the_blip_name(tmp_path, cache):
+    samples = [Sample(str(tmp_path / "gone.png"), 0, "g")]
+    with pytest.raises(BenchError) as info:
+        captions_for(samples, {"captions": "blip"}, RunContext(), "nsnet")
+    assert str(info.value).startswith(
+        "1 of 1 training images have no caption from nsnet.captions='blip' (e.g. "
+    )
+
+
 def test_blip_device_and_workers_defaults(tmp_path, cache, monkeypatch):
     loaders = Loaders(monkeypatch)
     paths = grey_images(tmp_path / "img", [40])
@@ -365,13 +400,17 @@ class Processes:
         return [*self.others[: self.rank], obj, *self.others[self.rank :]]
 
 
-def test_blip_process_zero_captions_its_share_and_writes_everyones(tmp_path, cache):
+def test_blip_process_zero_captions_its_share_and_writes_everyones(tmp_path, cache, monkeypatch):
+    loaders = Loaders(monkeypatch)
     paths = grey_images(tmp_path / "img", [1, 2, 3, 4])
     samples = [Sample(p, 0, "g") for p in paths]
     model = Model()
     blip = BlipCaptions("test/fake", model=model, processor=Processor())
     procs = Processes(0, 2, answers=[], others=[{"ffff": "from rank 1"}])
-    found = blip(samples, RunContext(processes=procs))
+    found = blip(samples, RunContext(processes=procs, device="cpu:0", workers=2))
+    assert model.moved_to == ["cpu:0"] and loaders.workers == [2]
+    # each caption once in the file: its own as captioned, rank 1's after the gather
+    assert len(blip.cache_file().read_text().splitlines()) == 3
     # rank 0 of 2 captions items 0 and 2; rank 1's captions join the cache file
     assert [c["n"] for c in model.calls] == [2]
     assert found == {paths[0]: "level 1", paths[2]: "level 3"}  # 1 and 3: rank 1's digests
@@ -393,6 +432,7 @@ def test_blip_other_processes_write_nothing_and_return_process_zeros(tmp_path, c
     procs = Processes(1, 2, answers=[zeros_todo, zeros_found], others=[{"aaaa": "rank 0"}])
     assert blip(samples, RunContext(processes=procs)) == zeros_found
     assert [c["n"] for c in model.calls] == [1]  # rank 1 of 2: the second of two items
+    assert model.moved_to == ["cpu"]
     assert not blip.cache_file().exists() or _read_jsonl(blip.cache_file()) == {}
     assert procs.broadcasts[1] == {paths[2]: "level 7"}  # its own view, sent for process 0's
 
