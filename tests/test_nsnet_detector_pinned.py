@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import hashlib
 import os
+from types import SimpleNamespace
 
 os.environ.setdefault("HF_HUB_OFFLINE", "1")
 
@@ -549,3 +550,85 @@ def test_describe_before_and_after_setup(clip_calls):
     built = ready(clip_calls, lora_targets=["v", "out"]).describe()
     assert built["backbone"] == "fake-identity" and built["quick_gelu"] is False
     assert built["lora"].startswith("qkv on v+out, ")
+
+
+# ----------------------------------------------------------------------------- survivors
+def test_before_setup_the_mode_switch_and_the_caption_reading_fail_cleanly():
+    detector = NSNet(options(eval_projection="caption"))
+    detector.train_mode(True)  # no networks yet: only the flag
+    assert detector.is_training() is True
+    detector.train_mode(False)
+    assert detector.is_training() is False
+    with pytest.raises(BenchError, match="^nsnet: eval_projection needs the batch's image paths$"):
+        detector._project(torch.ones(1, D), {"path": PATHS[:1]}, False)
+
+
+def test_batch_mode_training_needs_its_captions(clip_calls):
+    detector = ready(clip_calls)
+    with pytest.raises(AssertionError):
+        detector._project(torch.ones(2, D), None, True)
+    detector.bank = None
+    with pytest.raises(AssertionError):
+        detector._project(torch.ones(2, D), {"path": PATHS[:2]}, True)
+
+
+def test_plan_evaluation_takes_any_sample_and_puts_unreadable_files_last(clip_calls, tmp_path):
+    # sha256 of b"c0" starts with a digit, of b"c1" with a letter: an unreadable file's
+    # key sorts after both
+    for name in ("c0", "c1"):
+        (tmp_path / f"{name}.png").write_bytes(name.encode())
+    gone = SimpleNamespace(path=str(tmp_path / "gone.png"), label=0, generator="g")
+    samples = [gone] + [
+        SimpleNamespace(path=str(tmp_path / f"{n}.png"), label=1, generator="g")
+        for n in ("c1", "c0")
+    ]
+    detector = ready(clip_calls, eval_projection="caption", batch_size=8)
+    plan = detector.plan_evaluation(samples, ctx_with({s.path: "a cat" for s in samples}))
+    assert plan.batches == [[2, 1, 0]]
+    with pytest.raises(BenchError) as info:
+        detector.plan_evaluation(samples, ctx_with({}))
+    assert "--opt nsnet.caption_file=FILE" in str(info.value)
+
+
+def test_batch_mode_training_projects_by_the_batchs_captions_and_hooks_see_the_batch(
+    clip_calls,
+):
+    seen = []
+
+    class Doubler:
+        def apply(self, features, batch, training):
+            seen.append((batch, training))
+            return 2 * features
+
+    detector = ready(clip_calls, nullspace="batch", contrastive=False)
+    detector.prepare_captions(SAMPLES, ctx_with(CAPTIONS))  # fixed P: e_0 and e_1 out
+    detector.feature_hooks.append(Doubler())
+    images = torch.rand(2, 3, 32, 32, generator=torch.Generator().manual_seed(4))
+    labels = torch.tensor([0.0, 1.0])
+    batch = {"image": images, "label": labels, "path": [PATHS[0], PATHS[2]]}  # two cats
+    with torch.no_grad():
+        U = detector.backbone.encode_image(images)
+    logits = 2 * without(U, 0) @ detector.head.weight[0] + detector.head.bias  # e_0 only
+    detector.train_mode(True)
+    loss = detector.training_step(batch)
+    torch.testing.assert_close(loss, F.binary_cross_entropy_with_logits(logits, labels))
+    assert seen == [(batch, True)]
+
+
+def test_a_head_with_several_misfits_names_each(clip_calls):
+    detector = ready(clip_calls)
+    state = detector.trainable_state()
+    state["head.weight"], state["head.bias"] = torch.zeros(1, 7), torch.zeros(3)
+    with pytest.raises(BenchError) as info:
+        detector.load_trainable_state(state)
+    message = str(info.value)
+    assert message.count("size mismatch for ") == 2 and "; size mismatch for bias" in message
+
+
+def test_a_non_square_config_size_reads_its_first_side(monkeypatch):
+    import open_clip
+
+    monkeypatch.setattr(
+        open_clip, "get_model_config", lambda name: {"vision_cfg": {"image_size": (48, 64)}}
+    )
+    assert _config_image_size("m") == 48
