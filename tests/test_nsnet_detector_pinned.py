@@ -585,6 +585,10 @@ def test_plan_evaluation_takes_any_sample_and_puts_unreadable_files_last(clip_ca
     detector = ready(clip_calls, eval_projection="caption", batch_size=8)
     plan = detector.plan_evaluation(samples, ctx_with({s.path: "a cat" for s in samples}))
     assert plan.batches == [[2, 1, 0]]
+    # a sample that names no test set is in the default one, with the Samples that don't
+    mixed = [Sample(samples[1].path, 1, "g"), samples[2]]
+    plan = detector.plan_evaluation(mixed, ctx_with({s.path: "a cat" for s in mixed}))
+    assert plan.batches == [[1, 0]]
     with pytest.raises(BenchError) as info:
         detector.plan_evaluation(samples, ctx_with({}))
     assert "--opt nsnet.caption_file=FILE" in str(info.value)
