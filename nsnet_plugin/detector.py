@@ -341,9 +341,10 @@ class NSNet(Detector):
         head = _under(state, "head.")
         try:
             self.head.load_state_dict(head)
-        except RuntimeError as exc:
+        except RuntimeError as exc:  # torch's first line names only the module: add the why
+            lines = [line.strip() for line in str(exc).splitlines() if line.strip()]
             raise BenchError(
-                f"saved {NAME} head does not fit this model: {str(exc).splitlines()[0]}"
+                f"saved {NAME} head does not fit this model: {'; '.join(lines[1:] or lines)}"
             ) from None
         device = self.head.weight.device
         self.nullspace.load_state({k: v.to(device) for k, v in _under(state, "nullspace.").items()})

@@ -172,6 +172,15 @@ def apply_lora(
         raise BenchError(f"LoRA rank must be >= 1, got {r}")
     if not 0.0 <= dropout < 1.0:
         raise BenchError(f"LoRA dropout must be in [0, 1), got {dropout}")
+    # peft finds no target in attention of another kind and fails with a traceback
+    usable = (nn.MultiheadAttention,) if mode == "mha" else (nn.MultiheadAttention, SplitAttention)
+    attention = [block.attn for _, block in _attention_blocks(visual)]
+    if not any(isinstance(a, usable) for a in attention):
+        kinds = ", ".join(sorted({type(a).__name__ for a in attention}))
+        raise BenchError(
+            f"LoRA mode {mode!r} needs nn.MultiheadAttention in the image transformer; "
+            f"its attention modules are {kinds}"
+        )
     blocks = r"transformer\.resblocks\.\d+\.attn"
     if mode == "mha":
         pattern = blocks
@@ -196,8 +205,6 @@ def apply_lora(
     inject_adapter_in_model(config, visual, adapter_name=ADAPTER)
     for name, p in visual.named_parameters():
         p.requires_grad_(is_lora_name(name))
-    if not lora_state(visual):
-        raise BenchError("LoRA matched no module of the image tower")
     return visual
 
 
