@@ -202,6 +202,21 @@ def test_npr_and_freqnet_chains_without_the_catalogue_are_the_catalogues():
     assert no_flip.transforms(False).describe() == [resize(256), "CenterCrop(size=200)", TENSOR]
 
 
+def test_dffreq_crops_256_without_the_catalogue_too():
+    for det in (DFFreq({}), build("dffreq")):
+        assert det.input_size == 256
+        assert det.transforms(True).describe() == ["RandomCrop(size=256)", FLIP, TENSOR]
+        assert det.transforms(False).describe() == ["CenterCrop(size=256)", TENSOR]
+    det = DFFreq({"input_size": 64, "hflip": False})
+    assert det.transforms(True).describe() == ["RandomCrop(size=64)", TENSOR]
+    message = (
+        "^dffreq.input_size must be a multiple of 4 \\(Haar DWT of 2x2 blocks of sub-band "
+        "coefficients\\), got 66$"
+    )
+    with pytest.raises(BenchError, match=message):
+        DFFreq({"input_size": 66})
+
+
 def test_each_detector_builds_its_own_network():
     for cls, net_cls in ((NPR, NPRNet), (FreqNet, FreqNetwork), (DFFreq, DFFreqNet)):
         net = cls({}).build_net()
