@@ -72,7 +72,9 @@ def test_scores_at_other_window_sizes_and_band_counts(n, bands):
     assert dct_matrix(n).dtype == torch.float32
 
 
-@pytest.mark.parametrize(("shape", "count"), [((3, 20, 47), 1), ((3, 40, 20), 1), ((3, 20, 20), 1)])
+@pytest.mark.parametrize(
+    ("shape", "count"), [((3, 20, 47), 1), ((3, 47, 20), 1), ((3, 20, 20), 1), ((3, 32, 40), 1)]
+)
 def test_one_side_short_pads_only_that_side_by_repeating_its_border(shape, count):
     image = np.random.default_rng(1).random(shape)
     tiles = windows(torch.from_numpy(image))
@@ -87,6 +89,24 @@ def test_a_single_window_is_all_four_picks():
     assert picks.shape == (4, 3, 32, 32)
     for k in range(4):
         assert torch.equal(picks[k], image[:, :, :32])
+
+
+def test_two_windows_are_lowest_highest_then_the_other_way_round():
+    image = torch.rand(3, 32, 48)
+    image[:, :, 32:] = 0.5  # the second window is the flatter one
+    low, high = image[:, :, 16:48], image[:, :, :32]
+    picks = select_patches(image)
+    for k, expected in enumerate((low, high, high, low)):
+        assert torch.equal(picks[k], expected), k
+
+
+def test_default_bands_are_six():
+    assert torch.equal(band_masks(12), band_masks(12, 6))
+    patches = torch.rand(2, 3, 12, 12, dtype=torch.float64)
+    torch.testing.assert_close(patch_scores(patches), patch_scores(patches, 6))
+    np.testing.assert_allclose(
+        patch_scores(patches).numpy(), [_score(p, 6) for p in patches.numpy()], rtol=1e-6
+    )
 
 
 def test_ties_keep_the_window_order():

@@ -278,6 +278,7 @@ def test_ladeda_defaults_network_options_and_facts():
         ]
         assert det.transforms(False).describe() == [resize(256), TENSOR]
         assert det.input_size == 224 and det.normalization == (IMAGENET_MEAN, IMAGENET_STD)
+    assert LaDeDa({"load_size": 1}).transforms(False).describe() == [resize(1), TENSOR]
     det = LaDeDa({"load_size": 0, "eval_crop": 48, "input_size": 32})
     assert det.transforms(True).describe() == ["RandomCrop(size=32)", FLIP, TENSOR]
     assert det.transforms(False).describe() == ["CenterCrop(size=48)", TENSOR]

@@ -18,7 +18,7 @@ from scipy import ndimage
 from torch import nn
 from torch.nn import functional as F
 
-from baselines.ladeda_net import LaDeDaNet, PatchBottleneck, npr_residual
+from baselines.ladeda_net import LaDeDaNet, PatchBottleneck, npr_residual, receptive_field
 
 KERNELS = {
     "x_grad": [[-1, 0, 1], [-2, 0, 2], [-1, 0, 1]],
@@ -142,6 +142,13 @@ def test_raw_and_npr_inputs_and_the_refusals():
     net = LaDeDaNet(5, num_classes=3, stem_bn_momentum=0.2)
     assert net.fc.out_features == 3 and net.bn1.momentum == 0.2
     assert net.fc.in_features == 2048 and LaDeDaNet(5).fc.out_features == 1
+
+
+def test_receptive_field_needs_one_flag_per_stage():
+    assert receptive_field((0, 0, 0, 0)) == 3 and receptive_field((0, 1, 0, 0)) == 7
+    assert receptive_field((1, 1), (1, 1)) == 7
+    with pytest.raises(ValueError):
+        receptive_field((1, 1, 1))
 
 
 def test_initialisation_is_normal_with_fan_out_variance():
