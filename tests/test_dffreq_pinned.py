@@ -181,6 +181,8 @@ def test_dual_frequency_block_takes_half_precision_and_integer_pixels_in_float32
         out = block(value)
         assert out.dtype == torch.float32
         torch.testing.assert_close(out, reference, rtol=1e-4, atol=1e-4)
+    with torch.autocast("cpu", dtype=torch.bfloat16):  # no bf16 inside the block
+        torch.testing.assert_close(block(x.float()), reference, rtol=1e-5, atol=1e-5)
     with pytest.raises(
         ValueError, match="^DFFreq needs image sides that are multiples of 4, got 8x6$"
     ):
