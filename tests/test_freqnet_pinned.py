@@ -90,6 +90,11 @@ def test_freqnet_initialisation_and_refusals():
         assert conv.bias.std().item() == pytest.approx(1.0, rel=0.2)
         assert abs(conv.weight.mean().item()) < 0.03
     assert (net.conv2.stride, net.conv4.stride, net.conv1.stride) == ((2, 2), (2, 2), (1, 1))
+    # the stages are ResNet-50's layer1 (3 blocks, stride 1) and layer2 (4 blocks, stride 2)
+    assert [b.conv2.stride for b in net.layer1] == [(1, 1)] * 3
+    assert [b.conv2.stride for b in net.layer2] == [(2, 2)] + [(1, 1)] * 3
+    assert (net.layer1[0].conv1.in_channels, net.layer2[0].conv1.in_channels) == (64, 256)
+    assert (net.layer1[0].conv3.out_channels, net.layer2[0].conv3.out_channels) == (256, 512)
     for fcl in (net.fcl3, net.fcl4):
         for conv in (fcl.realconv, fcl.imagconv):
             assert conv.bias is None

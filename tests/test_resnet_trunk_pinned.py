@@ -110,6 +110,10 @@ def test_truncated_resnet_is_the_written_out_trunk():
     small = TruncatedResNet50(layers=(1, 2))
     assert (len(small.layer1), len(small.layer2)) == (1, 2)
     assert (len(net.layer1), len(net.layer2)) == (3, 4)
+    assert [b.conv2.stride for b in net.layer1] == [(1, 1)] * 3
+    assert [b.conv2.stride for b in net.layer2] == [(2, 2)] + [(1, 1)] * 3
+    assert (net.layer1[0].conv1.in_channels, net.layer2[0].conv1.in_channels) == (64, 256)
+    assert (net.layer1[0].conv3.out_channels, net.layer2[0].conv3.out_channels) == (256, 512)
     assert net.conv1.bias is None and net.bn1.num_features == 64
 
 
