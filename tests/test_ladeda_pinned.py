@@ -128,6 +128,13 @@ def test_gradient_inputs_are_the_depthwise_kernels(name):
     assert net.prepare(torch.from_numpy(x).float()).dtype == torch.float32
 
 
+def test_npr_residual_of_one_channel_and_of_a_single_image():
+    x = np.random.default_rng(6).normal(size=(3, 5))
+    np.testing.assert_array_equal(npr_residual(torch.from_numpy(x)).numpy(), _npr(x))
+    y = np.random.default_rng(7).normal(size=(2, 4, 3))
+    np.testing.assert_array_equal(npr_residual(torch.from_numpy(y)).numpy(), _npr(y))
+
+
 def test_raw_and_npr_inputs_and_the_refusals():
     x = torch.randn(1, 3, 5, 6)
     assert LaDeDaNet(5, preprocess="raw").prepare(x) is x
