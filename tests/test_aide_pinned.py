@@ -140,6 +140,13 @@ def test_semantic_feature_renormalises_to_clip_and_pools(detector):
     feature = detector.semantic_feature(views)
     torch.testing.assert_close(feature, expected)
     assert not feature.requires_grad
+    state = detector.semantic.state_dict()
+    detector.semantic = StandInConvNeXt()
+    detector.semantic.load_state_dict(state)
+    detector.semantic.to(torch.bfloat16)  # the constants follow the pixels' dtype
+    half = detector.semantic_feature(views.to(torch.bfloat16))
+    assert half.dtype == torch.bfloat16
+    torch.testing.assert_close(half.float(), expected, rtol=0.05, atol=0.05)
 
 
 def test_loss_and_probability_are_smoothed_cross_entropy_and_softmax(detector):
@@ -251,3 +258,27 @@ def test_inputs_follow_the_catalogue_and_the_authors_code():
         .describe()[0]
         .startswith("BlurJpeg(blur_p=0.3, sigma=(0.1, 3.0), jpeg_p=0.2,")
     )
+
+
+def test_setup_without_the_catalogue_uses_its_defaults(tmp_path, monkeypatch):
+    """Built from no options: AIDE's ConvNeXt by name (offline: a one-line error naming
+    it), random ResNets, a projection that does not train, the frozen branch in eval mode."""
+    from bench.errors import BenchError
+    from bench.interfaces import RunContext
+
+    monkeypatch.setenv("HF_HUB_OFFLINE", "1")
+    monkeypatch.setenv("HF_HOME", str(tmp_path / "hf"))
+    monkeypatch.delenv("HF_HUB_CACHE", raising=False)
+    with pytest.raises(BenchError) as info:
+        AIDE({}).setup(RunContext(log=lambda m: None))
+    assert "convnext_xxlarge/laion2b_s34b_b82k_augreg_soup" in str(info.value)
+    assert "--opt aide.convnext_pretrained=" in str(info.value)
+    torch.manual_seed(0)
+    det = AIDE({"convnext_model": "bench-tiny-convnext", "convnext_pretrained": ""})
+    det.device = "unset"
+    det.setup(RunContext(device="cpu", log=lambda m: None))
+    assert det.device == "cpu" and not det.semantic.training
+    assert det.net.train_semantic_proj is False
+    assert det.net.convnext_proj.in_features == det.semantic.channels
+    assert det.init_facts == {"patch_resnets": "resnet50/random"}
+    assert det.describe()["weights"].startswith("random ConvNeXt")
