@@ -282,3 +282,20 @@ def test_setup_without_the_catalogue_uses_its_defaults(tmp_path, monkeypatch):
     assert det.net.convnext_proj.in_features == det.semantic.channels
     assert det.init_facts == {"patch_resnets": "resnet50/random"}
     assert det.describe()["weights"].startswith("random ConvNeXt")
+
+
+def test_optimizer_defaults_without_the_catalogue(net):
+    """weight decay 0, cosine from blr · 32 / 256 to 1e-6, no warm-up."""
+    det = AIDE({})
+    det.net = net
+    optimizer = det.configure_optimizer()
+    assert [g["weight_decay"] for g in optimizer.param_groups] == [0.0, 0.0]
+    lr = 1e-4 * 32 / 256
+    scheduler = det.configure_scheduler(optimizer, steps_per_epoch=1, epochs=4)
+    seen = []
+    for _ in range(5):
+        seen.append(optimizer.param_groups[0]["lr"])
+        optimizer.step()
+        scheduler.step()
+    expected = [1e-6 + (lr - 1e-6) * 0.5 * (1 + math.cos(math.pi * t / 4)) for t in range(4)]
+    assert seen == pytest.approx([*expected, 1e-6])
