@@ -17,6 +17,7 @@ from torch.nn import functional as F
 from baselines.aide_patches import (
     AideViews,
     band_masks,
+    empty_bands,
     dct_matrix,
     patch_scores,
     select_patches,
@@ -107,6 +108,47 @@ def test_default_bands_are_six():
     np.testing.assert_allclose(
         patch_scores(patches).numpy(), [_score(p, 6) for p in patches.numpy()], rtol=1e-6
     )
+
+
+def test_many_tied_windows_keep_their_order():
+    """40 windows whose channels differ only in sign: |DCT| and so the scores tie exactly.
+    torch's unstable CPU sort reorders ties from about 32 elements on; the stable one keeps
+    the window order, so the picks are windows 0, 39, 1 and 38."""
+    p = torch.rand(3, 8, 8, generator=torch.Generator().manual_seed(0))
+    variants = [
+        p * torch.tensor([(-1.0) ** (v >> c & 1) for c in range(3)]).view(3, 1, 1) for v in range(8)
+    ]
+    image = torch.cat([variants[i % 8] for i in range(40)], dim=2)
+    picks = select_patches(image, size=8, stride=8)
+    for k, window in enumerate((0, 39, 1, 38)):
+        assert torch.equal(picks[k], variants[window % 8]), k
+
+
+def _exactly_empty(n: int, bands: int) -> list[int]:
+    """Bands b with no integer u + v in [0, 2n − 2] between 2n·b/bands and 2n·(b+1)/bands."""
+    from fractions import Fraction
+
+    return [
+        b
+        for b in range(bands)
+        if not any(
+            Fraction(2 * n * b, bands) <= t <= Fraction(2 * n * (b + 1), bands)
+            for t in range(2 * n - 1)
+        )
+    ]
+
+
+def test_settings_that_leave_a_band_without_frequencies_are_refused():
+    """A band with no frequency makes every score 0/0 (NaN): the picks would be arbitrary."""
+    for n in (2, 4, 5, 6, 7, 12, 32):
+        for bands in (1, 6, 12, 32, 33, 64):
+            assert empty_bands(n, bands) == _exactly_empty(n, bands), (n, bands)
+    assert empty_bands(5, 6) == [5] and empty_bands(6, 6) == [] and empty_bands(32, 33) != []
+    with pytest.raises(ValueError, match="^6 DCT bands leave band 5 of a 4 x 4 window without"):
+        AideViews(window=4)
+    with pytest.raises(ValueError, match="^64 DCT bands leave band 63 of a 32 x 32 window"):
+        AideViews(bands=64)
+    assert AideViews(window=6).window == 6
 
 
 def test_ties_keep_the_window_order():

@@ -299,3 +299,18 @@ def test_optimizer_defaults_without_the_catalogue(net):
         scheduler.step()
     expected = [1e-6 + (lr - 1e-6) * 0.5 * (1 + math.cos(math.pi * t / 4)) for t in range(4)]
     assert seen == pytest.approx([*expected, 1e-6])
+
+
+def test_window_and_bands_that_give_nan_scores_are_refused_before_any_work():
+    from bench.errors import BenchError
+
+    message = (
+        "^aide.bands = 6 leaves a DCT band of the 4 x 4 window without a frequency "
+        "\\(its patch scores would be 0/0\\): lower aide.bands or raise aide.window$"
+    )
+    with pytest.raises(BenchError, match=message):
+        build(window=4)
+    with pytest.raises(BenchError, match="^aide.bands = 40 leaves a DCT band of the 32 x 32"):
+        AIDE({"bands": 40})
+    assert build(window=6, bands=6).options["window"] == 6
+    assert AIDE({"bands": 32}).options["bands"] == 32
