@@ -17,8 +17,8 @@ from torch.nn import functional as F
 from baselines.aide_patches import (
     AideViews,
     band_masks,
-    empty_bands,
     dct_matrix,
+    empty_bands,
     patch_scores,
     select_patches,
     srm_filters,

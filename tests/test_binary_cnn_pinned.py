@@ -110,8 +110,9 @@ def test_loss_probability_modes_and_state_on_a_tiny_network():
     torch.testing.assert_close(det.training_step({"image": images, "label": labels}), expected)
     torch.testing.assert_close(det.predict_proba({"image": images}), p)
     assert det.predict_proba({"image": images}).dtype == torch.float32
+    assert not det.is_training()
     det.train_mode(True)
-    assert det.net.training
+    assert det.net.training and det.is_training()
     state = det.trainable_state()
     assert set(state) == set(det.net.state_dict()) and "2.running_mean" in state
     assert all(not v.requires_grad for v in state.values())
@@ -127,6 +128,8 @@ def test_resize_and_crop_rules():
     check_resize_crop({}, "x")  # 256 >= 224
     check_resize_crop({"load_size": 224, "input_size": 224}, "x")
     check_resize_crop({"load_size": 0, "eval_crop": True}, "x")
+    with pytest.raises(BenchError, match="^x.load_size 1 is smaller than x.input_size 224$"):
+        check_resize_crop({"load_size": 1}, "x")
     with pytest.raises(BenchError, match="^x.load_size 223 is smaller than x.input_size 224$"):
         check_resize_crop({"load_size": 223}, "x")
     with pytest.raises(BenchError, match="^x.load_size 256 is smaller than x.input_size 300$"):
@@ -253,7 +256,10 @@ def test_cnnspot_defaults_head_and_facts(tmp_path, monkeypatch):
     net = det.build_net(RunContext(log=lambda m: None))
     assert (net.fc.in_features, net.fc.out_features) == (2048, 1)
     assert net.fc.weight.std().item() == pytest.approx(0.05, rel=0.1)
+    assert abs(net.fc.weight.mean().item()) < 0.01  # N(0, std)
     assert det.init_facts["random_weights"] is True
+    net = CNNSpot({"pretrained": "none"}).build_net(RunContext(log=lambda m: None))
+    assert net.fc.weight.std().item() == pytest.approx(0.02, rel=0.1)  # the default std
     assert CNNSpot.weights_facts("a.pth", False) == {"backbone": "a.pth", "random_weights": False}
     assert CNNSpot.weights_facts("r", True) == {
         "backbone": "r",
@@ -279,6 +285,11 @@ def test_ladeda_defaults_network_options_and_facts():
         assert det.transforms(False).describe() == [resize(256), TENSOR]
         assert det.input_size == 224 and det.normalization == (IMAGENET_MEAN, IMAGENET_STD)
     assert LaDeDa({"load_size": 1}).transforms(False).describe() == [resize(1), TENSOR]
+    assert LaDeDa({"eval_crop": 1}).transforms(False).describe() == [
+        resize(256),
+        "CenterCrop(size=1)",
+        TENSOR,
+    ]
     det = LaDeDa({"load_size": 0, "eval_crop": 48, "input_size": 32})
     assert det.transforms(True).describe() == ["RandomCrop(size=32)", FLIP, TENSOR]
     assert det.transforms(False).describe() == ["CenterCrop(size=48)", TENSOR]
@@ -290,6 +301,7 @@ def test_ladeda_defaults_network_options_and_facts():
     assert (net.receptive_field, net.preprocess, net.bn1.momentum) == (17, "raw", 0.2)
     assert (net.fc.in_features, net.fc.out_features) == (2048, 1)
     assert net.fc.weight.std().item() == pytest.approx(0.05, rel=0.1)
+    assert abs(net.fc.weight.mean().item()) < 0.01  # N(0, std)
     assert det.init_facts == {
         "init": "random (LaDeDa trains from scratch, as its authors' code)",
         "receptive_field": 17,
@@ -299,4 +311,24 @@ def test_ladeda_defaults_network_options_and_facts():
     net = default.build_net(RunContext(log=lambda m: None))
     assert (net.receptive_field, net.preprocess, net.bn1.momentum) == (9, "NPR", 0.001)
     assert net.fc.weight.std().item() == pytest.approx(0.02, rel=0.1)
+    assert abs(net.fc.weight.mean().item()) < 0.005
     assert math.isclose(float(net.fc.bias.detach().abs().max()), 0.0, abs_tol=1 / math.sqrt(2048))
+
+
+def test_cnnspot_loads_a_headless_file_and_names_a_wrong_one(tmp_path, monkeypatch):
+    """A file without the classifier (fc.*) loads: the head is replaced anyway. A file that
+    does not fit is refused in a message that names it."""
+    from torchvision.models import resnet50
+
+    import bench.backbones.imagenet as imagenet
+
+    torch.manual_seed(3)
+    headless = {k: v for k, v in resnet50().state_dict().items() if not k.startswith("fc.")}
+    path = tmp_path / "r50.pth"
+    path.write_bytes(b"")  # read through the patched reader below
+    monkeypatch.setattr(imagenet, "read_state_dict", lambda p: headless)
+    net = CNNSpot({"pretrained": str(path)}).build_net(RunContext(log=lambda m: None))
+    assert torch.equal(net.layer4[2].conv3.weight, headless["layer4.2.conv3.weight"])
+    monkeypatch.setattr(imagenet, "read_state_dict", lambda p: {"conv1.weight": torch.zeros(1)})
+    with pytest.raises(BenchError, match="^resnet50@.*r50.pth.* does not fit this network"):
+        CNNSpot({"pretrained": str(path)}).build_net(RunContext(log=lambda m: None))
