@@ -153,10 +153,14 @@ def _block(block: DualFrequencyBlock, x: np.ndarray) -> np.ndarray:
     rows = rows + _attention(block.dwt_attn, normed)
     bands = [_unlayout(rows[:, :, b], bh, bw) for b in range(4)]
     dwt = pywt.idwt2((bands[0], tuple(bands[1:])), "haar")
+    return 0.6 * dwt + 0.4 * _fft_branch(block, x)
+
+
+def _fft_branch(block: DualFrequencyBlock, x: np.ndarray) -> np.ndarray:
     spectrum = np.fft.rfft2(x)
     phase = _attention(block.fft_attn, np.angle(spectrum))
     fft = np.fft.irfft2(np.abs(spectrum) * np.exp(1j * phase), s=x.shape[-2:])
-    return 0.6 * dwt + 0.4 * float(_np(block.fft_scale)[0]) * fft
+    return float(_np(block.fft_scale)[0]) * fft
 
 
 def test_dual_frequency_block_matches_the_numpy_reference():
@@ -168,6 +172,17 @@ def test_dual_frequency_block_matches_the_numpy_reference():
     x = np.random.default_rng(4).normal(size=(2, 3, 8, 12))
     ours = block(torch.from_numpy(x)).detach().numpy()
     np.testing.assert_allclose(ours, _block(block, x), atol=1e-9)
+
+
+def test_fft_branch_keeps_an_odd_width():
+    """The branch alone takes any size: irfft2 must be told the width it came from."""
+    torch.manual_seed(0)
+    block = DualFrequencyBlock().double()
+    _randomise(block, 6)
+    x = np.random.default_rng(7).normal(size=(1, 3, 8, 7))
+    ours = block.fft_branch(torch.from_numpy(x)).detach().numpy()
+    assert ours.shape == x.shape
+    np.testing.assert_allclose(ours, _fft_branch(block, x), atol=1e-9)
 
 
 def test_dual_frequency_block_takes_half_precision_and_integer_pixels_in_float32():
