@@ -179,7 +179,7 @@ def test_fft_branch_keeps_an_odd_width():
     torch.manual_seed(0)
     block = DualFrequencyBlock().double()
     _randomise(block, 6)
-    x = np.random.default_rng(7).normal(size=(1, 3, 8, 7))
+    x = np.random.default_rng(7).normal(size=(1, 3, 8, 13))
     ours = block.fft_branch(torch.from_numpy(x)).detach().numpy()
     assert ours.shape == x.shape
     np.testing.assert_allclose(ours, _fft_branch(block, x), atol=1e-9)
