@@ -130,3 +130,14 @@ def test_highpass_and_fcl_take_integer_and_half_precision_input_in_float32():
             out = layer(x.to(torch.bfloat16))
     assert out.dtype == torch.float32
     torch.testing.assert_close(out, reference, rtol=1e-5, atol=1e-5)
+
+
+def test_fcl_takes_an_unbatched_map():
+    """Like a convolution, the FCL takes a (C, H, W) map as a batch of one."""
+    torch.manual_seed(0)
+    layer = FrequencyConvLayer(3).double()
+    x = torch.randn(3, 5, 7, dtype=torch.float64)
+    with torch.no_grad():
+        out = layer(x)
+        assert out.shape == (3, 5, 7)
+        torch.testing.assert_close(out, _fcl(x[None], layer)[0])
