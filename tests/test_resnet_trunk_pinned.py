@@ -107,6 +107,7 @@ def test_truncated_resnet_is_the_written_out_trunk():
     with torch.no_grad():
         torch.testing.assert_close(net(x), _trunk(net, x), rtol=1e-5, atol=1e-5)
         assert net.forward_features(x).shape == (2, 512)
+    assert TruncatedResNet50().fc1.out_features == 1  # one logit by default
     small = TruncatedResNet50(layers=(1, 2))
     assert (len(small.layer1), len(small.layer2)) == (1, 2)
     assert (len(net.layer1), len(net.layer2)) == (3, 4)
