@@ -28,6 +28,15 @@ from baselines.aide_patches import (
 from bench.interfaces import IMAGENET_MEAN, IMAGENET_STD
 
 
+@pytest.fixture(autouse=True, scope="module")
+def _one_thread():
+    """Tiny tensors: one thread is as fast, and does not spin against a busy machine."""
+    before = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(before)
+
+
 def _score(patch: np.ndarray, bands: int) -> float:
     n = patch.shape[-1]
     spectrum = np.log1p(np.abs(dctn(patch, type=2, norm="ortho", axes=(-2, -1))))

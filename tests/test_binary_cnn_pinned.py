@@ -32,6 +32,16 @@ from bench.interfaces import IMAGENET_MEAN, IMAGENET_STD, RunContext, TransformC
 from bench.options import merge_options
 from bench.plugins import get_registry
 
+
+@pytest.fixture(autouse=True, scope="module")
+def _one_thread():
+    """Tiny tensors: one thread is as fast, and does not spin against a busy machine."""
+    before = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(before)
+
+
 REGISTRY = get_registry(refresh=True)
 TENSOR = "ToTensor(mean=(0.485, 0.456, 0.406), std=(0.229, 0.224, 0.225))"
 FLIP = "HorizontalFlip(p=0.5)"

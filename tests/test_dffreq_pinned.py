@@ -26,6 +26,15 @@ from baselines.dffreq_net import (
 )
 
 
+@pytest.fixture(autouse=True, scope="module")
+def _one_thread():
+    """Tiny tensors: one thread is as fast, and does not spin against a busy machine."""
+    before = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(before)
+
+
 def _np(t: torch.Tensor) -> np.ndarray:
     return t.detach().double().numpy()
 

@@ -20,6 +20,16 @@ from torch.nn import functional as F
 
 from baselines.ladeda_net import LaDeDaNet, PatchBottleneck, npr_residual, receptive_field
 
+
+@pytest.fixture(autouse=True, scope="module")
+def _one_thread():
+    """Tiny tensors: one thread is as fast, and does not spin against a busy machine."""
+    before = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(before)
+
+
 KERNELS = {
     "x_grad": [[-1, 0, 1], [-2, 0, 2], [-1, 0, 1]],
     "y_grad": [[-1, -2, -1], [0, 0, 0], [1, 2, 1]],

@@ -21,6 +21,15 @@ from baselines.npr_net import NPRNet, NPRResidual
 from baselines.resnet_trunk import TruncatedResNet50, init_resnet_, resnet_stage
 
 
+@pytest.fixture(autouse=True, scope="module")
+def _one_thread():
+    """Tiny tensors: one thread is as fast, and does not spin against a busy machine."""
+    before = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(before)
+
+
 def _eval_bn(x: torch.Tensor, bn: nn.BatchNorm2d) -> torch.Tensor:
     scale = bn.weight / torch.sqrt(bn.running_var + 1e-5)
     return (x - bn.running_mean[:, None, None]) * scale[:, None, None] + bn.bias[:, None, None]
