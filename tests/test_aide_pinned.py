@@ -324,3 +324,35 @@ def test_window_and_bands_that_give_nan_scores_are_refused_before_any_work():
         AIDE({"bands": 40})
     assert build(window=6, bands=6).options["window"] == 6
     assert AIDE({"bands": 32}).options["bands"] == 32
+
+
+def test_default_widths_and_the_resnet_weights_go_into_both_experts(net, tmp_path, monkeypatch):
+    """AIDE's widths: Linear(C, 256), Linear(2048 + 256, 1024), Linear(1024, 2). A weights
+    file loads into both experts but not their 30-channel stems (read through a stand-in
+    reader here; test_aide.py reads a real file)."""
+    import bench.backbones.imagenet as imagenet
+
+    torch.manual_seed(0)
+    wide = AideNet(StandInConvNeXt.channels)
+    assert (wide.convnext_proj.in_features, wide.convnext_proj.out_features) == (6, 256)
+    assert (wide.fc[0].in_features, wide.fc[0].out_features, wide.fc[2].in_features) == (
+        2304,
+        1024,
+        1024,
+    )
+    # a torchvision-shaped file: every tensor of the experts (shifted by 1), a 3-channel stem
+    state = {k: v + 1 for k, v in wide.model_min.state_dict().items() if k != "conv1.weight"}
+    state["conv1.weight"] = torch.zeros(64, 3, 7, 7)
+    monkeypatch.setattr(imagenet, "read_state_dict", lambda path: state)
+    path = tmp_path / "r50.pth"
+    path.write_bytes(b"")
+    det = AIDE({})
+    det.net = wide
+    stem = wide.model_min.conv1.weight.detach().clone()
+    facts = det._load_resnets(str(path))
+    assert list(facts) == ["patch_resnets"]
+    assert facts["patch_resnets"].startswith(f"resnet50@{path}:")
+    for expert in (wide.model_min, wide.model_max):
+        assert torch.equal(expert.layer4[2].conv3.weight, state["layer4.2.conv3.weight"])
+    assert torch.equal(wide.model_min.conv1.weight, stem)
+    assert det._load_resnets("none") == {"patch_resnets": "resnet50/random"}
