@@ -191,8 +191,10 @@ def test_lr_follows_the_batch_really_used(detector, monkeypatch):
     assert AIDE({}).lr() == pytest.approx(1e-4 * 32 / 256)
     import bench.training
 
-    monkeypatch.setattr(bench.training, "fit_loop", lambda det, train, ctx: [det.lr()])
-    assert detector.fit(SimpleNamespace(batch_size=16), None) == [pytest.approx(2e-4 * 16 / 256)]
+    monkeypatch.setattr(bench.training, "fit_loop", lambda det, train, ctx: [det.lr(), train, ctx])
+    train, ctx = SimpleNamespace(batch_size=16), SimpleNamespace()
+    lr, passed_train, passed_ctx = detector.fit(train, ctx)
+    assert lr == pytest.approx(2e-4 * 16 / 256) and passed_train is train and passed_ctx is ctx
     assert detector.lr() == pytest.approx(2e-4 * 16 / 256)
 
 
