@@ -299,10 +299,27 @@ def test_setup_without_the_catalogue_uses_its_defaults(tmp_path, monkeypatch):
     det.device = "unset"
     det.setup(RunContext(device="cpu", log=lambda m: None))
     assert det.device == "cpu" and not det.semantic.training
+    assert det.semantic.describe()["semantic_backbone"].startswith("bench-tiny-convnext")
     assert det.net.train_semantic_proj is False
     assert det.net.convnext_proj.in_features == det.semantic.channels
     assert det.init_facts == {"patch_resnets": "resnet50/random"}
     assert det.describe()["weights"].startswith("random ConvNeXt")
+
+
+def test_setup_passes_the_projection_and_resnet_options_on(tmp_path, monkeypatch):
+    import bench.backbones.imagenet as imagenet
+    from bench.interfaces import RunContext
+
+    seen = []
+    monkeypatch.setattr(imagenet, "read_state_dict", lambda path: seen.append(path) or {})
+    monkeypatch.setattr(imagenet, "load_matching", lambda *a, **k: [])
+    path = tmp_path / "r50.pth"
+    path.write_bytes(b"")
+    options = {"convnext_model": "bench-tiny-convnext", "convnext_pretrained": ""}
+    det = AIDE({**options, "train_semantic_proj": True, "resnet_pretrained": str(path)})
+    det.setup(RunContext(device="cpu", log=lambda m: None))
+    assert det.net.train_semantic_proj is True
+    assert seen == [str(path)] and det.init_facts["patch_resnets"].startswith(f"resnet50@{path}:")
 
 
 def test_optimizer_defaults_without_the_catalogue(net):
