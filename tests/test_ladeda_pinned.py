@@ -121,6 +121,12 @@ def test_an_unprojected_block_crops_its_shortcut_at_the_bottom_right():
     projected = PatchBottleneck(8, 2, stride=2, kernel=1)
     assert projected.downsample is not None and projected.downsample[0].stride == (2, 2)
     assert PatchBottleneck(4, 2).downsample is not None  # 4 != 2 * 4
+    default = PatchBottleneck(8, 2)  # a 1 x 1, stride-1 middle convolution by default
+    assert (default.conv2.kernel_size, default.conv2.stride, default.downsample) == (
+        (1, 1),
+        (1, 1),
+        None,
+    )
     assert block.conv2.padding == (0, 0) and block.conv2.bias is None
 
 
