@@ -33,9 +33,10 @@ import torch
 from torch.nn import functional as F
 
 from baselines.aide_net import AideNet
-from baselines.aide_patches import AideViews
+from baselines.aide_patches import AideViews, empty_bands
 from baselines.augment import BlurJpeg
 from baselines.safe import decay_groups, warmup_cosine_scheduler
+from bench.errors import BenchError
 from bench.interfaces import (
     CLIP_MEAN,
     CLIP_STD,
@@ -65,6 +66,13 @@ class AIDE(Detector):
         self.device = "cpu"
         self._batch_size: int | None = None
         self.init_facts: dict[str, Any] = {}
+        window, bands = int(options.get("window", 32)), int(options.get("bands", 6))
+        if empty_bands(window, bands):
+            raise BenchError(
+                f"aide.bands = {bands} leaves a DCT band of the {window} x {window} window "
+                "without a frequency (its patch scores would be 0/0): lower aide.bands or "
+                "raise aide.window"
+            )
 
     # --- input -------------------------------------------------------------------------
     @property

@@ -46,6 +46,12 @@ def band_masks(n: int, bands: int = 6) -> torch.Tensor:
     )
 
 
+def empty_bands(n: int, bands: int) -> list[int]:
+    """The bands with no frequency of an n × n window: their mean is 0/0, so every score
+    is NaN and the "selection" is arbitrary (6 bands need n >= 6; n = 32 allows 32)."""
+    return [b for b, mask in enumerate(band_masks(n, bands)) if not bool(mask.any())]
+
+
 def patch_scores(patches: torch.Tensor, bands: int = 6) -> torch.Tensor:
     """(L, C, n, n) windows -> (L,) AIDE scores (module docstring); higher = more detail."""
     n = patches.shape[-1]
@@ -165,6 +171,13 @@ class AideViews(Transform):
         self.stride = int(stride)
         self.bands = int(bands)
         self.antialias = bool(antialias)
+        empty = empty_bands(self.window, self.bands)
+        if empty:
+            raise ValueError(
+                f"{self.bands} DCT bands leave band {empty[0]} of a {self.window} x "
+                f"{self.window} window without a frequency (its score would be 0/0): use "
+                "fewer bands or a larger window"
+            )
 
     def __call__(self, image: Any, *, train: bool, seed: int) -> torch.Tensor:
         array = np.asarray(image.convert("RGB"), dtype=np.uint8)

@@ -29,6 +29,11 @@ class DFFreq(BinaryCNNDetector):
 
     name = "dffreq"
 
+    @property
+    def input_size(self) -> int:
+        """DFFreq crops 256 (its ``cropSize``), not the 224 of NPR and FreqNet."""
+        return int(self.options.get("input_size", 256))
+
     def __init__(self, options: dict):
         super().__init__(options)
         if self.input_size % 4:
