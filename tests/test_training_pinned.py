@@ -15,6 +15,8 @@ import pytest
 import torch
 
 from bench import training
+from bench.data.pipeline import DataWait
+from bench.errors import BenchError
 from bench.interfaces import RunContext
 
 # x and y of the 4 samples; batches are consecutive pairs unless a test says otherwise
@@ -208,6 +210,75 @@ PAIRS = [[0, 1], [2, 3]]
 # ------------------------------------------------------------------------ fit_loop
 
 
+def test_fit_loop_trains_in_order_and_reports_each_epoch(bars):
+    probe, train, run = Probe(), Train(2, PAIRS), ctx(progress=True)
+    losses = training.fit_loop(probe, train, run)
+    expected, w = sgd_by_hand(PAIRS * 2)
+    assert losses == pytest.approx(expected, rel=1e-6)
+    assert probe.w == pytest.approx(w, rel=1e-6)
+    assert [s["index"] for s in probe.steps] == PAIRS * 2
+    assert all(s["training"] and not s["autocast"] for s in probe.steps)
+    assert probe.calls[:3] == [
+        ("transforms", True),
+        ("scheduler", True, 2, 2),  # 4 samples in batches of 2: 2 steps per epoch
+        ("train_mode", True),
+    ]
+    assert probe.calls[-1] == ("train_mode", False)
+    assert train.loaders == [
+        {"chain": "chain(train=True)", "train": True, "shuffle": True, "epoch": e, "part": False}
+        | {"skip": 0}
+        for e in (0, 1)
+    ]
+    assert [(b["total"], b["desc"], b["disable"]) for b in bars] == [
+        (2, "train 1/2", False),
+        (2, "train 2/2", False),
+    ]
+    mean0, mean1 = sum(expected[:2]) / 2, sum(expected[2:]) / 2
+    assert run.logs[:2] == [
+        f"epoch 1/2: mean loss {mean0:.4f}",
+        f"epoch 2/2: mean loss {mean1:.4f}",
+    ]
+    assert (
+        run.logs[2].startswith("data wait (train): ")
+        and "(4 batches, 3 loader workers)" in (run.logs[2])
+    )
+    assert set(run.notes["data_wait"]) == {"train"}
+
+
+def test_steps_per_epoch_round_up_and_are_never_zero(bars):
+    probe = Probe()
+    training.fit_loop(probe, Train(1, [[0, 1, 2], [3]], batch_size=3), ctx())
+    assert probe.calls[1] == ("scheduler", True, 2, 1)  # ceil(4 / 3)
+    assert bars[0]["disable"] is True  # no progress asked for
+    probe = Probe()
+    training.fit_loop(probe, Train(1, [[0]], n=1, batch_size=4), ctx())
+    assert probe.calls[1] == ("scheduler", True, 1, 1)  # ceil(1 / 4) = 1
+
+
+def test_the_epoch_log_averages_the_last_epochs_losses(bars):
+    """3 batches of 1 and 1 epoch: the mean over its 3 steps (not 2, not the first 1)."""
+    probe, run = Probe(), ctx()
+    training.fit_loop(probe, Train(1, [[0], [1], [2]], n=3, batch_size=1), run)
+    expected, _ = sgd_by_hand([[0], [1], [2]])
+    assert run.logs[0] == f"epoch 1/1: mean loss {sum(expected) / 3:.4f}"
+
+
+def test_the_batches_go_to_the_runs_device(bars):
+    """ctx.device "meta": fit_loop moves image, label and features there, nothing else."""
+    probe = Probe()
+    training.fit_loop(probe, Train(1, PAIRS), ctx(device="meta"))
+    assert [s["device"] for s in probe.steps] == ["meta", "meta"]
+    batch = batch_of([0, 1]) | {"features": torch.ones(2, 3), "mask": torch.ones(2)}
+    moved = training.to_device(batch, "meta")
+    assert {k: v.device.type for k, v in moved.items() if torch.is_tensor(v)} == {
+        "image": "meta",
+        "label": "meta",
+        "features": "meta",
+        "mask": "cpu",
+    }
+    assert moved["path"] == ["p0", "p1"] and batch["image"].device.type == "cpu"
+
+
 def test_losses_are_read_every_read_every_steps(bars, monkeypatch):
     """READ_EVERY 2: the first loss at once, then groups of 2, and the epoch's rest."""
     monkeypatch.setattr(training, "READ_EVERY", 2)
@@ -238,3 +309,225 @@ def sgd_by_hand_halving(batches: list[list[int]]):
         step_losses, w = sgd_by_hand([idx], w, lr=LR * 0.5**k)
         losses += step_losses
     return losses, w
+
+
+def test_a_nan_first_loss_stops_the_run_at_once(bars):
+    probe = Probe(nan_at={1})
+    with pytest.raises(BenchError, match=r"^training diverged at the first step: loss is nan$"):
+        training.fit_loop(probe, Train(2, PAIRS), ctx())
+    assert len(probe.steps) == 1
+    assert probe.calls[-1] == ("train_mode", False)  # switched off on the way out too
+
+
+@pytest.mark.parametrize(
+    ("nan_at", "read_every", "steps_run"),
+    [
+        ({3}, 25, 4),  # read at the end of epoch 2 (steps 3-4)
+        ({5}, 2, 5),  # read as due after step 5 (epoch 2 is steps 4-6): steps 4-5 pending
+    ],
+)
+def test_a_later_nan_names_its_epoch(bars, monkeypatch, nan_at, read_every, steps_run):
+    monkeypatch.setattr(training, "READ_EVERY", read_every)
+    probe = Probe(nan_at=nan_at)
+    batches = PAIRS if read_every == 25 else [[0], [1], [2]]
+    with pytest.raises(BenchError, match=r"^training diverged: loss is nan at epoch 2$"):
+        training.fit_loop(probe, Train(3, batches, batch_size=len(batches[0])), ctx())
+    assert len(probe.steps) == steps_run
+
+
+def test_a_nan_read_for_a_checkpoint_names_its_epoch(bars):
+    probe, points = Probe(nan_at={4}), Checkpoints(every=2)
+    train = Train(2, [[0], [1], [2]], n=3, batch_size=1)
+    with pytest.raises(BenchError, match=r"^training diverged: loss is nan at epoch 2$"):
+        training.fit_loop(probe, train, ctx(checkpoints=points))
+    assert len(probe.steps) == 4  # global step 4 is epoch 2's first: a checkpoint is due
+    assert [(s["epoch"], s["batch"]) for s in points.saves] == [(0, 2), (1, 0)]
+
+
+def test_checkpoints_mid_epoch_and_at_every_epoch_end(bars):
+    """3 steps per epoch, every 2 steps: saves at global steps 2 and 4, never at an
+    epoch's last step (its end-of-epoch save covers it), and one per epoch end."""
+    probe, points = Probe(), Checkpoints(every=2)
+    batches = [[0], [1], [2]]
+    losses = training.fit_loop(probe, Train(2, batches, n=3, batch_size=1), ctx(checkpoints=points))
+    expected, _ = sgd_by_hand(batches * 2)
+    assert points.restored == (probe, probe.optimizer, None)
+    assert points.asked == [1, 2, 4, 5]  # the steps that are not an epoch's last
+    assert [(s["epoch"], s["batch"]) for s in points.saves] == [(0, 2), (1, 0), (1, 1), (2, 0)]
+    assert [len(s["losses"]) for s in points.saves] == [2, 3, 4, 6]
+    assert points.saves[0]["losses"] == pytest.approx(expected[:2], rel=1e-6)
+    assert all(s["objects"] == (probe, probe.optimizer, None) for s in points.saves)
+    assert losses == pytest.approx(expected, rel=1e-6)
+
+
+def test_a_restored_run_goes_on_from_its_epoch_and_batch(bars):
+    """Saved after epoch 2's first batch (of 2): epoch 2 skips 1 batch, epoch 3 none."""
+    saved = {"epoch": 1, "batch": 1, "losses": [9.0, 8.0, 7.0]}
+    probe, points = Probe(scheduler="halving"), Checkpoints(saved=saved)
+    train = Train(3, PAIRS)
+    losses = training.fit_loop(probe, train, ctx(checkpoints=points))
+    assert points.restored == (probe, probe.optimizer, probe.scheduler)
+    assert [(d["epoch"], d["skip"]) for d in train.loaders] == [(1, 1), (2, 0)]
+    assert [s["index"] for s in probe.steps] == [[2, 3], [0, 1], [2, 3]]
+    assert losses[:3] == [9.0, 8.0, 7.0] and len(losses) == 6
+    assert [(s["epoch"], s["batch"]) for s in points.saves] == [(2, 0), (3, 0)]
+    assert points.saves[0]["objects"] == (probe, probe.optimizer, probe.scheduler)
+
+
+def test_several_processes_average_each_step_and_join_empty_ones(bars):
+    """Process 1 of 2: loaders give its part; where its part had no readable image it
+    still joins the step with count 0 (the others' loss is the step's)."""
+    probe, processes = Probe(scheduler="halving"), Several()
+    train = Train(1, [[0], [1], [2]], n=3, batch_size=1)
+    train.no_image = {(0, 1)}
+    losses = training.fit_loop(probe, train, ctx(processes=processes))
+    assert [d["part"] for d in train.loaders] == [True]
+    params = list(probe.line.parameters())
+    assert [(c[0], c[1]) for c in processes.calls] == [(params, 1), (params, 0), (params, 1)]
+    assert processes.calls[1][2] is None  # no loss of its own
+    assert losses == [0.25, 0.25, 0.25]
+    # lr halves after each of the 3 steps: the empty step stepped the scheduler too
+    assert probe.optimizer.param_groups[0]["lr"] == pytest.approx(LR / 8)
+    # step 1: w x = 0, y = 1: grad -2, scaled 1/3; step 2: grad None (joined, no step on w);
+    # step 3 at lr/4: w = 2 LR / 3, x = 3, y = 1: grad 2 (3 w - 1) 3, scaled 1/3.
+    w = LR * 2 / 3
+    w -= LR / 4 * (2 * (3 * w - 1) * 3) / 3
+    assert probe.w == pytest.approx(w, rel=1e-6)
+
+
+def test_a_step_no_process_could_read_is_skipped(bars):
+    probe, processes = Probe(scheduler="halving"), Several(others_have_images=False)
+    train = Train(1, [[0], [1]], n=2, batch_size=1)
+    train.no_image = {(0, 0)}
+    losses = training.fit_loop(probe, train, ctx(processes=processes))
+    assert len(losses) == 1 and [c[1] for c in processes.calls] == [0, 1]
+    assert probe.optimizer.param_groups[0]["lr"] == pytest.approx(LR / 2)  # one real step
+
+
+def test_one_process_skips_a_batch_without_images(bars):
+    probe, train = Probe(), Train(1, PAIRS)
+    train.no_image = {(0, 0)}
+    losses = training.fit_loop(probe, train, ctx())
+    expected, _ = sgd_by_hand([[2, 3]])
+    assert losses == pytest.approx(expected, rel=1e-6)
+
+
+# ----------------------------------------------------------------------- one step
+
+
+def test_step_sets_unused_gradients_to_none():
+    """With weight decay, a zeroed gradient would still shrink a parameter no loss used;
+    set_to_none leaves it out of the step, as a fresh optimiser would."""
+    a = torch.nn.Parameter(torch.tensor(2.0))
+    b = torch.nn.Parameter(torch.tensor(3.0))
+    optimizer = torch.optim.SGD([a, b], lr=0.1, weight_decay=0.5)
+
+    class Two:
+        def training_step(self, batch):
+            return a * 1.0 if batch["use"] == "a" else b * 1.0
+
+    loss = training.step(Two(), {"use": "a"}, optimizer, None, ctx())
+    assert float(loss) == 2.0 and not loss.requires_grad
+    assert a.item() == pytest.approx(2.0 - 0.1 * (1.0 + 0.5 * 2.0))
+    training.step(Two(), {"use": "b"}, optimizer, None, ctx())
+    assert a.item() == pytest.approx(1.8)  # untouched by the second step
+    assert b.item() == pytest.approx(3.0 - 0.1 * (1.0 + 0.5 * 3.0))
+
+
+def test_autocast_follows_the_runs_precision():
+    line = torch.nn.Linear(1, 1)
+    for amp, dtype in ((None, torch.float32), (torch.float16, torch.float16)):
+        with training.autocast(ctx(amp_dtype=amp)):
+            assert line(torch.ones(1, 1)).dtype == dtype
+    probe = Probe()
+    optimizer = probe.configure_optimizer()
+    training.step(probe, batch_of([0, 1]), optimizer, None, ctx(amp_dtype=torch.float16))
+    assert probe.steps[0]["autocast"] and probe.steps[0]["dtype"] == torch.float16
+
+
+def test_train_step_reads_its_loss_at_once():
+    probe = Probe(nan_at={2}, scheduler="halving")
+    optimizer = probe.configure_optimizer()
+    scheduler = probe.configure_scheduler(optimizer, 1, 1)
+    loss = training.train_step(probe, batch_of([0, 1]), optimizer, scheduler, ctx(), 0)
+    expected, w = sgd_by_hand([[0, 1]])
+    assert loss == pytest.approx(expected[0], rel=1e-6) and probe.w == pytest.approx(w)
+    assert optimizer.param_groups[0]["lr"] == pytest.approx(LR / 2)
+    with pytest.raises(BenchError, match=r"^training diverged: loss is nan at epoch 4$"):
+        training.train_step(probe, batch_of([2, 3]), optimizer, scheduler, ctx(), 3)
+
+
+def test_parameters_lists_every_group_in_order():
+    a, b, c = (torch.nn.Parameter(torch.zeros(1)) for _ in range(3))
+    optimizer = torch.optim.SGD([{"params": [a, b]}, {"params": [c], "lr": 0.5}], lr=0.1)
+    assert training.parameters(optimizer) == [a, b, c]
+
+
+# ------------------------------------------------------------ reading and checking losses
+
+
+def test_read_losses_reads_and_empties_the_pending_list():
+    pending = [torch.tensor(0.5), torch.tensor([0.25], dtype=torch.bfloat16)]
+    assert training.read_losses(pending, 0) == [0.5, 0.25] and pending == []
+    assert training.read_losses([], 0) == []
+    with pytest.raises(BenchError, match=r"^training diverged: loss is inf at epoch 3$"):
+        training.read_losses([torch.tensor(1.0), torch.tensor(math.inf)], 2)
+    with pytest.raises(BenchError, match=r"^training diverged: loss is nan at epoch 1$"):
+        training.read_losses([torch.tensor(math.nan)], 0)  # first=False by default
+    with pytest.raises(BenchError, match=r"^training diverged at the first step: loss is -inf$"):
+        training.read_losses([torch.tensor(-math.inf), torch.tensor(1.0)], 0, first=True)
+
+
+def test_mean_tail():
+    assert training.mean_tail([1.0, 2.0, 3.0, 6.0], 2) == 4.5
+    assert training.mean_tail([1.0, 2.0], 5) == 1.5
+    assert math.isnan(training.mean_tail([], 3))
+
+
+def test_check_losses_looks_at_the_first_loss():
+    training.check_losses([])
+    training.check_losses([1.0, math.nan])  # a later NaN was caught where it was read
+    with pytest.raises(BenchError, match=r"^training diverged at the first step: loss is nan$"):
+        training.check_losses([math.nan, 1.0])
+
+
+class _Sample:
+    def __init__(self, path: str):
+        self.path = path
+
+
+class _ReadLog:
+    def __init__(self, unreadable: set[str]):
+        self.unreadable = unreadable
+
+    def among(self, paths: set[str]) -> dict[str, str]:
+        return {p: "broken" for p in self.unreadable if p in paths}
+
+
+def test_no_training_image_fails_only_when_every_one_failed():
+    samples = [_Sample("a"), _Sample("b"), _Sample("a")]
+    training.no_training_image(_ReadLog({"a"}), samples)
+    training.no_training_image(_ReadLog(set()), [])  # nothing to train on is not this error
+    with pytest.raises(
+        BenchError,
+        match=r"^no training image could be read \(all 2 are listed in skipped.txt\)$",
+    ):
+        training.no_training_image(_ReadLog({"a", "b", "c"}), samples)
+
+
+# --------------------------------------------------------------------- data wait
+
+
+def test_record_wait_logs_notes_and_tracks_the_share():
+    wait = DataWait()
+    seen: list[tuple] = []
+    run = ctx(track=lambda values, step: seen.append((values, step)))
+    training.record_wait(run, wait, "train")  # no batch: nothing to say
+    assert run.logs == [] and run.notes == {} and seen == []
+    wait.batches, wait.waited, wait._start, wait._end = 1, 0.123456, 10.0, 11.0
+    training.record_wait(run, wait, "train")
+    assert run.logs == [
+        "data wait (train): 12% of 1.0 s spent waiting for batches (1 batches, 3 loader workers)"
+    ]
+    assert run.notes == {"data_wait": {"train": 0.1235}}
+    assert seen == [({"train/data_wait_share": pytest.approx(0.123456)}, None)]
