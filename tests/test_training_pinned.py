@@ -187,7 +187,8 @@ class Several:
         self.calls: list[tuple] = []
 
     def average_gradients(self, params, count, loss):
-        self.calls.append((list(params), count, None if loss is None else float(loss.detach())))
+        own = None if loss is None else float(loss.detach())
+        self.calls.append((list(params), count, own, [p.grad is not None for p in params]))
         total = count + (2 if self.others else 0)
         if total == 0:
             return None
@@ -347,16 +348,17 @@ def test_a_nan_read_for_a_checkpoint_names_its_epoch(bars):
 def test_checkpoints_mid_epoch_and_at_every_epoch_end(bars):
     """3 steps per epoch, every 2 steps: saves at global steps 2 and 4, never at an
     epoch's last step (its end-of-epoch save covers it), and one per epoch end."""
-    probe, points = Probe(), Checkpoints(every=2)
+    probe, points = Probe(scheduler="halving"), Checkpoints(every=2)
     batches = [[0], [1], [2]]
     losses = training.fit_loop(probe, Train(2, batches, n=3, batch_size=1), ctx(checkpoints=points))
-    expected, _ = sgd_by_hand(batches * 2)
-    assert points.restored == (probe, probe.optimizer, None)
+    expected, _ = sgd_by_hand_halving(batches * 2)
+    objects = (probe, probe.optimizer, probe.scheduler)
+    assert points.restored == objects
     assert points.asked == [1, 2, 4, 5]  # the steps that are not an epoch's last
     assert [(s["epoch"], s["batch"]) for s in points.saves] == [(0, 2), (1, 0), (1, 1), (2, 0)]
     assert [len(s["losses"]) for s in points.saves] == [2, 3, 4, 6]
     assert points.saves[0]["losses"] == pytest.approx(expected[:2], rel=1e-6)
-    assert all(s["objects"] == (probe, probe.optimizer, None) for s in points.saves)
+    assert all(s["objects"] == objects for s in points.saves)
     assert losses == pytest.approx(expected, rel=1e-6)
 
 
@@ -380,11 +382,19 @@ def test_several_processes_average_each_step_and_join_empty_ones(bars):
     probe, processes = Probe(scheduler="halving"), Several()
     train = Train(1, [[0], [1], [2]], n=3, batch_size=1)
     train.no_image = {(0, 1)}
-    losses = training.fit_loop(probe, train, ctx(processes=processes))
+    seen: list[tuple] = []
+    run = ctx(processes=processes, track=lambda values, step: seen.append((values, step)))
+    losses = training.fit_loop(probe, train, run)
     assert [d["part"] for d in train.loaders] == [True]
     params = list(probe.line.parameters())
     assert [(c[0], c[1]) for c in processes.calls] == [(params, 1), (params, 0), (params, 1)]
-    assert processes.calls[1][2] is None  # no loss of its own
+    # its own loss (step 1: (0 - 1)^2; step 3: (3 w - 1)^2 at w = 2 LR / 3), none when empty
+    own = [c[2] for c in processes.calls]
+    assert own[0] == 1.0 and own[1] is None and own[2] == pytest.approx((2 * LR - 1) ** 2)
+    # the empty step's part starts from no gradient (set to None, not zeroed): a parameter
+    # no process has a gradient for then stays out of the step
+    assert [c[3] for c in processes.calls] == [[True], [False], [True]]
+    assert [v["train/lr"] for v, _ in seen[:3]] == pytest.approx([LR, LR / 2, LR / 4])
     assert losses == [0.25, 0.25, 0.25]
     # lr halves after each of the 3 steps: the empty step stepped the scheduler too
     assert probe.optimizer.param_groups[0]["lr"] == pytest.approx(LR / 8)
