@@ -528,3 +528,143 @@ def test_data_roots():
         tests = [T("/a"), T("/b")]
 
     assert runner.data_roots(D()) == ["/a", "/b"]
+
+
+# ------------------------------------------------------------- more of a run's branches
+
+
+def small_trees(root: Path) -> tuple[Path, Path]:
+    """1 image per class and generator: 4 to train on, 4 to test."""
+    train = make_tree(root / "tr", per_class=1, size=32)
+    test = make_tree(root / "te", ("gan_c", "gan_d"), per_class=1, size=32, seed=1)
+    return train, test
+
+
+def test_progress_echoes_the_log_and_captions_reach_the_detector(
+    tmp_path, registry, monkeypatch, capsys
+):
+    from bench.data import pipeline
+
+    train, test = small_trees(tmp_path)
+    (test / "captions.json").write_text(json.dumps({"gan_c/0_real/000.png": "a cat"}))
+    (train / "captions.json").write_text(json.dumps({"gan_a/1_fake/000.png": "a dog"}))
+    monkeypatch.setattr(pipeline, "default_workers", lambda: 0)
+    s = spec(tmp_path, (train, test), progress=True, workers=None, metric="auc")
+    run_dir = run(s, registry)
+    toy = Toy.seen[0]
+    assert toy.ctx.progress is True and config_of(run_dir)["workers"] == 0
+    assert toy.ctx.captions == {
+        str((test / "gan_c/0_real/000.png").resolve()): "a cat",
+        str((train / "gan_a/1_fake/000.png").resolve()): "a dog",
+    }
+    err = capsys.readouterr().err
+    assert f"] run {run_dir.name}: toy (config " in err
+    assert (tmp_path / "out" / "leaderboard_auc.csv").is_file()
+    assert not (tmp_path / "out" / "leaderboard_acc.csv").exists()
+
+
+def test_timings_are_seconds_at_two_decimals(tmp_path, registry):
+    run_dir = run(spec(tmp_path, small_trees(tmp_path)), registry)
+    config = config_of(run_dir)
+    for key in ("train_seconds", "eval_seconds"):
+        assert 0 <= config[key] < 300 and config[key] == round(config[key], 2)
+
+
+def test_unread_files_are_listed_with_their_split(tmp_path, registry):
+    train, test = small_trees(tmp_path)
+    (train / "gan_a" / "0_real" / "zz.png").write_bytes(b"not a png")
+    (test / "notes.txt").write_text("not an image")
+    run_dir = run(spec(tmp_path, (train, test)), registry)
+    rows = [ln.split("\t") for ln in (run_dir / "skipped.txt").read_text().splitlines()]
+    splits = {Path(r[1]).name: r[0] for r in rows}
+    assert splits["zz.png"] == "train" and splits["notes.txt"] == "test"
+    assert "skipped 1 unreadable training images (listed in skipped.txt)" in log_of(run_dir)
+
+
+class Quiet(Toy):
+    """Toy whose fit learns nothing and returns no losses."""
+
+    def fit(self, train, ctx):
+        self.fit_args = (train.batch_size, train.epochs, train.root, len(train.samples))
+        return []
+
+
+class Stopped(Toy):
+    """Toy whose evaluation dies of its workers' death while a Ctrl-C is handled."""
+
+    def predict_proba(self, batch):
+        try:
+            raise KeyboardInterrupt
+        except KeyboardInterrupt:
+            raise RuntimeError("DataLoader worker exited unexpectedly") from None
+
+
+def test_a_detector_without_losses_or_batch_options(tmp_path):
+    """A trainable detector declaring neither batch_size nor epochs: 32 and 1."""
+    reg = Registry()
+    reg.add(
+        Entry(
+            "detector",
+            "quiet",
+            f"{HERE}:Quiet",
+            "tests",
+            spec_of({"bins": (4, "int"), "input_size": (32, "int"), "lr": (0.05, "float")}),
+            {},
+        )
+    )
+    run_dir = run(spec(tmp_path, small_trees(tmp_path), detector="quiet", epochs=None), reg)
+    config = config_of(run_dir)
+    assert Toy.seen[0].fit_args[:2] == (32, 1)
+    assert config["loss_first"] is None and config["loss_last"] is None
+
+
+def test_a_stop_behind_a_worker_error_is_an_interruption(tmp_path):
+    reg = Registry()
+    reg.add(Entry("detector", "stopped", f"{HERE}:Stopped", "tests", TOY_SPECS, {}))
+    with pytest.raises(KeyboardInterrupt) as info:
+        run(spec(tmp_path, small_trees(tmp_path), detector="stopped"), reg)
+    assert isinstance(info.value.__cause__, RuntimeError)
+    (run_dir,) = (tmp_path / "out" / "runs").iterdir()
+    config = config_of(run_dir)
+    assert (config["status"], config["error"]) == ("interrupted", "SIGINT")
+
+
+def test_a_frozen_detector_given_a_training_set_does_not_train(tmp_path, registry):
+    train, test = small_trees(tmp_path)
+    run_dir = run(spec(tmp_path, (train, test), detector="frozen"), registry)
+    config = config_of(run_dir)
+    assert config["n_train"] == 4 and config["train_name"] == "tr"
+    assert "loss_first" not in config and "train_seconds" not in config
+
+
+def test_a_checkpoint_is_kept_by_a_failed_run_and_removed_by_its_resume(
+    tmp_path, registry, monkeypatch
+):
+    s = spec(tmp_path, small_trees(tmp_path), epochs=2, batch_size=2, checkpoint_every=1)
+    monkeypatch.setattr(Toy, "planted", "predict")
+    with pytest.raises(RuntimeError):
+        run(s, registry)
+    (run_dir,) = (tmp_path / "out" / "runs").iterdir()
+    assert (run_dir / "checkpoint.pt").is_file()
+    monkeypatch.setattr(Toy, "planted", "")
+    run(s, registry, resume=run_dir)
+    config = config_of(run_dir)
+    assert config["resumed_at_step"]["steps_done"] == 4  # 2 epochs of 2 steps were done
+    assert not (run_dir / "checkpoint.pt").exists()
+    assert Toy.seen[-1].losses == Toy.seen[0].losses  # nothing left to train: restored
+
+
+def test_a_resume_whose_config_cannot_be_written_keeps_its_folder(tmp_path, registry, monkeypatch):
+    s = spec(tmp_path, small_trees(tmp_path))
+    monkeypatch.setattr(Toy, "planted", "predict")
+    with pytest.raises(RuntimeError):
+        run(s, registry)
+    (run_dir,) = (tmp_path / "out" / "runs").iterdir()
+
+    def full(path, data):
+        raise OSError("disk full")
+
+    monkeypatch.setattr(runner, "write_json", full)
+    with pytest.raises(OSError, match="disk full"):
+        run(s, registry, resume=run_dir)
+    assert (run_dir / "config.json").is_file()
