@@ -668,3 +668,58 @@ def test_a_resume_whose_config_cannot_be_written_keeps_its_folder(tmp_path, regi
     with pytest.raises(OSError, match="disk full"):
         run(s, registry, resume=run_dir)
     assert (run_dir / "config.json").is_file()
+
+
+class FakeTracker:
+    """bench.tracking.Tracker's interface, recording what the run hands it."""
+
+    made: list[FakeTracker] = []
+
+    def __init__(self, name, run_dir, label, config):
+        self.opened = (name, run_dir, label, config["status"], config["config"])
+        self.logged: list[tuple] = []
+        self.metrics: Any = None
+        self.finished = False
+        FakeTracker.made.append(self)
+
+    def log(self, values, step=None):
+        self.logged.append((dict(values), step))
+
+    def log_metrics(self, table):
+        self.metrics = table
+
+    def finish(self):
+        self.finished = True
+
+
+def test_a_tracker_gets_the_losses_the_metrics_and_is_closed(tmp_path, registry, monkeypatch):
+    import bench.tracking
+
+    FakeTracker.made = []
+    monkeypatch.setattr(bench.tracking, "Tracker", FakeTracker)
+    s = spec(tmp_path, small_trees(tmp_path), batch_size=2, log_with="tensorboard")
+    run_dir = run(s, registry)
+    (tracker,) = FakeTracker.made
+    config = config_of(run_dir)
+    assert tracker.opened == ("tensorboard", run_dir, "toy", "running", config["config"])
+    losses = [(v["train/loss"], step) for v, step in tracker.logged if "train/loss" in v]
+    assert losses == [(loss, i + 1) for i, loss in enumerate(Toy.seen[0].losses)]
+    assert list(tracker.metrics["kind"]) == ["generator", "generator", "mean"]
+    assert tracker.finished
+    monkeypatch.setattr(Toy, "planted", "predict")
+    with pytest.raises(RuntimeError):
+        run(s, registry)
+    assert FakeTracker.made[1].finished and FakeTracker.made[1].metrics is None
+
+
+def test_a_robustness_sweep_runs_after_the_clean_evaluation(tmp_path, registry):
+    from bench.plugins import get_registry
+
+    reg = Registry()
+    reg.add(registry.get("detector", "frozen"))
+    reg.add(get_registry().get("perturbation", "jpeg"))
+    s = spec(tmp_path, small_trees(tmp_path), detector="frozen", perturb={"jpeg": {"levels": [50]}})
+    run_dir = run(s, reg)
+    config = config_of(run_dir)
+    assert [p["name"] for p in config["perturbations"]] == ["jpeg"]
+    assert 0 <= config["robustness_seconds"] < 300
