@@ -504,7 +504,18 @@ def test_dataset_name(tmp_path):
 
 
 def test_new_run_id(monkeypatch):
+    """The stamp is UTC whatever the machine's time zone (here UTC+9)."""
     monkeypatch.setattr(runner.os, "urandom", lambda n: bytes(range(171, 171 + n)))
+    monkeypatch.setenv("TZ", "Etc/GMT-9")
+    time.tzset()
+    try:
+        check_run_id()
+    finally:
+        monkeypatch.undo()
+        time.tzset()
+
+
+def check_run_id():
     before = time.strftime("%Y%m%d-%H%M%S", time.gmtime())
     run_id = runner.new_run_id("a b/c+d", "x.y_z-1")
     after = time.strftime("%Y%m%d-%H%M%S", time.gmtime())
@@ -723,3 +734,49 @@ def test_a_robustness_sweep_runs_after_the_clean_evaluation(tmp_path, registry):
     config = config_of(run_dir)
     assert [p["name"] for p in config["perturbations"]] == ["jpeg"]
     assert 0 <= config["robustness_seconds"] < 300
+
+
+def test_max_per_class_draws_with_the_runs_seed(tmp_path, trees, registry):
+    """1 image per class of 2: the picks are sample_per_class's with the run's seed."""
+    import csv
+
+    from bench.data.layouts import read_dataset, sample_per_class
+
+    train, test = trees
+    run_dir = run(spec(tmp_path, trees, max_per_class=1, seed=3), registry)
+    config = config_of(run_dir)
+    assert (config["n_train"], config["n_test"]) == (4, 4)
+    assert config["identity"]["max_per_class"] == 1
+    assert config["identity"]["train"] == str(train)
+    with open(run_dir / "predictions.csv", newline="") as fh:
+        used = sorted(row["path"] for row in csv.DictReader(fh))
+    picks = sorted(s.path for s in sample_per_class(read_dataset(str(test)), 1, seed=3))
+    assert used == picks
+    unseeded = sorted(s.path for s in sample_per_class(read_dataset(str(test)), 1, seed=None))
+    assert picks != unseeded  # so the seed is seen to matter here
+
+
+def test_a_detectors_own_precision_option_decides_and_keys_the_row(tmp_path, trees, registry):
+    s = spec(tmp_path, trees, detector="toyp", options={"toyp": {"precision": "bf16"}})
+    run_dir = run(s, registry)
+    config = config_of(run_dir)
+    assert (config["precision"], config["autocast"]) == ("bf16", "torch.bfloat16")
+    assert Toy.seen[0].ctx.amp_dtype == torch.bfloat16
+    flag = run(spec(tmp_path, trees, detector="toyp", precision="fp32"), registry)
+    config = config_of(flag)
+    assert config["precision"] == "fp32" and "precision" not in config["identity"]
+    assert config["identity"]["options"]["toyp"]["precision"] == "fp32"
+
+
+def test_a_quiet_run_writes_its_log_but_echoes_nothing(tmp_path, trees, registry, capsys):
+    run_dir = run(spec(tmp_path, trees), registry)
+    assert log_of(run_dir)[0].startswith(f"run {run_dir.name}: toy ")
+    assert "] run " not in capsys.readouterr().err
+
+
+def test_a_run_never_writes_into_another_runs_folder(tmp_path, trees, registry, monkeypatch):
+    monkeypatch.setattr(runner, "new_run_id", lambda label, train: "same-id")
+    first = run(spec(tmp_path, trees), registry)
+    with pytest.raises(FileExistsError):
+        run(spec(tmp_path, trees), registry)
+    assert config_of(first)["status"] == "finished"
