@@ -50,6 +50,7 @@ class Toy(SpectralLogReg):
 
     def setup(self, ctx) -> None:
         self.ctx = ctx
+        self.config_at_setup = json.loads((ctx.run_dir / "config.json").read_text())
         super().setup(ctx)
 
     def describe(self) -> dict[str, Any]:
@@ -254,6 +255,9 @@ def test_a_run_records_what_decides_it_and_what_it_did(tmp_path, trees, registry
     assert ctx.run_dir == run_dir and ctx.cache_dir == cache_root() and ctx.track is None
     assert ctx.processes.world == 1 and ctx.checkpoints is not None
     assert ctx.captions == {}
+    # config.json is there from the start, saying the run is running
+    assert toy.config_at_setup["status"] == "running"
+    assert toy.config_at_setup["config"] == config["config"]
     marker = toy.feature_hooks[0]
     assert isinstance(marker, Marker) and marker.options == {"k": 7}
     assert marker.prepared == (toy, (4, 1))
@@ -780,3 +784,82 @@ def test_a_run_never_writes_into_another_runs_folder(tmp_path, trees, registry, 
     with pytest.raises(FileExistsError):
         run(spec(tmp_path, trees), registry)
     assert config_of(first)["status"] == "finished"
+
+
+def utc_minutes(stamp: str) -> float:
+    """Minutes between a config.json stamp and now, both read as UTC."""
+    from datetime import UTC, datetime
+
+    then = datetime.strptime(stamp, "%Y-%m-%dT%H:%M:%SZ").replace(tzinfo=UTC)
+    return abs((datetime.now(UTC) - then).total_seconds()) / 60
+
+
+def test_a_resume_keeps_the_first_start_and_adds_to_the_resumed_list(
+    tmp_path, registry, monkeypatch
+):
+    """Stamps are UTC whatever the time zone (here UTC+9); a resume keeps the run's first
+    start and appends its own time to the resumes before it."""
+    monkeypatch.setenv("TZ", "Etc/GMT-9")
+    time.tzset()
+    try:
+        s = spec(tmp_path, small_trees(tmp_path))
+        monkeypatch.setattr(Toy, "planted", "predict")
+        with pytest.raises(RuntimeError):
+            run(s, registry)
+        (run_dir,) = (tmp_path / "out" / "runs").iterdir()
+        config = config_of(run_dir)
+        assert utc_minutes(config["started_at"]) < 10
+        config["started_at"], config["resumed"] = "2020-01-01T00:00:00Z", ["2021-01-01T00:00:00Z"]
+        (run_dir / "config.json").write_text(json.dumps(config))
+        monkeypatch.setattr(Toy, "planted", "")
+        run(s, registry, resume=run_dir)
+        config = config_of(run_dir)
+        assert config["started_at"] == "2020-01-01T00:00:00Z"
+        assert config["resumed"][0] == "2021-01-01T00:00:00Z" and len(config["resumed"]) == 2
+        assert utc_minutes(config["resumed"][1]) < 10 and utc_minutes(config["finished_at"]) < 10
+    finally:
+        monkeypatch.undo()
+        time.tzset()
+
+
+def test_the_first_error_is_raised_even_when_the_cleanup_fails(
+    tmp_path, trees, registry, monkeypatch
+):
+    def full(path, data):
+        raise OSError("disk full")
+
+    def stuck(path, ignore_errors=False):
+        if not ignore_errors:
+            raise PermissionError(f"cannot remove {path}")
+
+    monkeypatch.setattr(runner, "write_json", full)
+    monkeypatch.setattr(runner.shutil, "rmtree", stuck)
+    with pytest.raises(OSError, match="disk full"):
+        run(spec(tmp_path, trees), registry)
+
+
+class BrokenTracker(FakeTracker):
+    def __init__(self, *args):
+        raise BenchError("the tracker cannot start")
+
+
+def test_a_failure_before_the_context_exists_is_recorded(tmp_path, trees, registry, monkeypatch):
+    import bench.tracking
+
+    monkeypatch.setattr(bench.tracking, "Tracker", BrokenTracker)
+    with pytest.raises(BenchError, match="the tracker cannot start"):
+        run(spec(tmp_path, trees, log_with="tensorboard"), registry)
+    (run_dir,) = (tmp_path / "out" / "runs").iterdir()
+    config = config_of(run_dir)
+    assert config["status"] == "failed" and "notes" not in config
+    assert config["error"] == "BenchError: the tracker cannot start"
+
+
+def test_entries_not_read_are_listed_from_the_start(tmp_path, registry):
+    """No unreadable image: skipped.txt is the listing's own, written before any work."""
+    train, test = small_trees(tmp_path)
+    (test / "notes.txt").write_text("not an image")
+    run_dir = run(spec(tmp_path, (train, test), seen=["gan_d", "gan_c"]), registry)
+    rows = [ln.split("\t") for ln in (run_dir / "skipped.txt").read_text().splitlines()]
+    assert [(r[0], Path(r[1]).name) for r in rows[1:]] == [("test", "notes.txt")]
+    assert "test generators seen in training: te/gan_c, te/gan_d" in log_of(run_dir)
