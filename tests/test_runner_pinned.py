@@ -63,6 +63,12 @@ class Toy(SpectralLogReg):
             raise RuntimeError("planted failure in fit")
         return self.losses
 
+    def training_step(self, batch):
+        self.steps_taken = getattr(self, "steps_taken", 0) + 1
+        if self.planted == "step2" and self.steps_taken == 2:
+            raise RuntimeError("planted failure at step 2")
+        return super().training_step(batch)
+
     def predict_proba(self, batch):
         if "predict" in (self.options.get("fail"), self.planted):
             raise RuntimeError("planted\nfailure")
@@ -98,6 +104,15 @@ class Frozen(Detector):
 
     def load_trainable_state(self, state) -> None:
         pass
+
+
+class FrozenFeatures(Frozen):
+    provides = frozenset({"features"})
+    made: list[FrozenFeatures] = []
+
+    def __init__(self, options: dict[str, Any]):
+        super().__init__(options)
+        FrozenFeatures.made.append(self)
 
 
 class Marker(Addon):
@@ -147,6 +162,7 @@ def registry() -> Registry:
         ("detector", "toy", "Toy", TOY_SPECS, {"quick": {"bins": 6}}),
         ("detector", "toyp", "ToyPrecise", precise, {}),
         ("detector", "frozen", "Frozen", spec_of({"gain": (1.0, "float")}), {}),
+        ("detector", "frozenf", "FrozenFeatures", {}, {}),
         ("addon", "marker", "Marker", spec_of({"k": (2, "int")}), {"quick": {"k": 5}}),
         ("addon", "inside", "Marker", {}, {}),
         ("addon", "needy", "Needy", {}, {}),
@@ -269,6 +285,7 @@ def test_a_run_records_what_decides_it_and_what_it_did(tmp_path, trees, registry
     )
     assert f"test generators seen in training: {test.name}/gan_c" in lines
     assert "toy: weights = random" in lines and "toy: bins = 5" in lines
+    assert any(line.startswith("epoch 1/1: mean loss ") for line in lines)  # ctx.log
     # the state: the detector's trainable state and the addon's, contiguous, on the CPU
     with safe_open(run_dir / "state.safetensors", "pt") as fh:
         keys = set(fh.keys())
@@ -863,3 +880,49 @@ def test_entries_not_read_are_listed_from_the_start(tmp_path, registry):
     rows = [ln.split("\t") for ln in (run_dir / "skipped.txt").read_text().splitlines()]
     assert [(r[0], Path(r[1]).name) for r in rows[1:]] == [("test", "notes.txt")]
     assert "test generators seen in training: te/gan_c, te/gan_d" in log_of(run_dir)
+
+
+def test_the_loaders_get_the_runs_workers_and_seed(tmp_path, registry, monkeypatch):
+    from bench.data import pipeline
+
+    calls: list[dict] = []
+    real = pipeline.make_loader
+
+    def recording(samples, chain, **kw):
+        calls.append(kw)
+        return real(samples, chain, **kw)
+
+    monkeypatch.setattr(pipeline, "make_loader", recording)
+    run(spec(tmp_path, small_trees(tmp_path), seed=5), registry)
+    assert calls and all((kw["workers"], kw["seed"]) == (0, 5) for kw in calls)
+    assert not any("rank" in kw or "world" in kw for kw in calls)  # one process: no parts
+
+
+def test_loader_workers_reach_the_detector_and_the_log(tmp_path, registry):
+    train, test = small_trees(tmp_path)
+    run_dir = run(spec(tmp_path, (train, test), detector="frozen", train=None, workers=1), registry)
+    assert config_of(run_dir)["workers"] == 1
+    assert any(
+        line.startswith("data wait (evaluate): ") and line.endswith(", 1 loader workers)")
+        for line in log_of(run_dir)
+    )
+
+
+def test_a_checkpoint_mid_epoch_is_where_a_resume_goes_on(tmp_path, registry, monkeypatch):
+    """Every step checkpointed: a run dying at step 2 of 2 goes on after step 1."""
+    s = spec(tmp_path, small_trees(tmp_path), batch_size=2, checkpoint_every=1)
+    monkeypatch.setattr(Toy, "planted", "step2")
+    with pytest.raises(RuntimeError, match="planted failure at step 2"):
+        run(s, registry)
+    (run_dir,) = (tmp_path / "out" / "runs").iterdir()
+    monkeypatch.setattr(Toy, "planted", "")
+    run(s, registry, resume=run_dir)
+    assert config_of(run_dir)["resumed_at_step"]["steps_done"] == 1
+    assert "resumed from checkpoint.pt: epoch 1, after batch 1 (1 steps done)" in log_of(run_dir)
+
+
+def test_an_addon_without_a_training_set_is_prepared_with_none(tmp_path, trees, registry):
+    FrozenFeatures.made = []
+    run(spec(tmp_path, trees, detector="frozenf", addons=["marker"], train=None), registry)
+    (detector,) = FrozenFeatures.made
+    assert detector.feature_hooks[0].prepared == (detector, None)
