@@ -10,6 +10,7 @@ hand (option tables, counts, log lines) or come from another module (``config_ke
 from __future__ import annotations
 
 import json
+import math
 import re
 import time
 from dataclasses import asdict
@@ -70,6 +71,8 @@ class Toy(SpectralLogReg):
         return super().training_step(batch)
 
     def predict_proba(self, batch):
+        skipped = self.ctx.run_dir / "skipped.txt"
+        self.skipped_at_predict = skipped.read_text() if skipped.exists() else ""
         if "predict" in (self.options.get("fail"), self.planted):
             raise RuntimeError("planted\nfailure")
         return super().predict_proba(batch)
@@ -126,6 +129,7 @@ class Marker(Addon):
 
     def prepare(self, detector, train, ctx) -> None:
         self.prepared = (detector, None if train is None else (train.batch_size, train.epochs))
+        self.prepared_ctx = ctx
 
     def apply(self, features, batch, training):
         return features
@@ -276,7 +280,8 @@ def test_a_run_records_what_decides_it_and_what_it_did(tmp_path, trees, registry
     assert toy.config_at_setup["config"] == config["config"]
     marker = toy.feature_hooks[0]
     assert isinstance(marker, Marker) and marker.options == {"k": 7}
-    assert marker.prepared == (toy, (4, 1))
+    assert marker.prepared == (toy, (4, 1)) and marker.prepared_ctx is ctx
+    assert "robustness_seconds" not in config  # no sweep asked for
     # the log
     lines = log_of(run_dir)
     assert lines[0] == (
@@ -599,6 +604,7 @@ def test_timings_are_seconds_at_two_decimals(tmp_path, registry):
     run_dir = run(spec(tmp_path, small_trees(tmp_path)), registry)
     config = config_of(run_dir)
     for key in ("train_seconds", "eval_seconds"):
+        assert isinstance(config[key], float)  # seconds, not rounded to a whole number
         assert 0 <= config[key] < 300 and config[key] == round(config[key], 2)
 
 
@@ -610,7 +616,12 @@ def test_unread_files_are_listed_with_their_split(tmp_path, registry):
     rows = [ln.split("\t") for ln in (run_dir / "skipped.txt").read_text().splitlines()]
     splits = {Path(r[1]).name: r[0] for r in rows}
     assert splits["zz.png"] == "train" and splits["notes.txt"] == "test"
-    assert "skipped 1 unreadable training images (listed in skipped.txt)" in log_of(run_dir)
+    assert (
+        log_of(run_dir).count("skipped 1 unreadable training images (listed in skipped.txt)") == 1
+    )
+    # skipped.txt was whole already while the test set was scored (written after training)
+    seen_then = Toy.seen[0].skipped_at_predict
+    assert "zz.png" in seen_then and "notes.txt" in seen_then
 
 
 class Quiet(Toy):
@@ -754,7 +765,9 @@ def test_a_robustness_sweep_runs_after_the_clean_evaluation(tmp_path, registry):
     run_dir = run(s, reg)
     config = config_of(run_dir)
     assert [p["name"] for p in config["perturbations"]] == ["jpeg"]
-    assert 0 <= config["robustness_seconds"] < 300
+    seconds = config["robustness_seconds"]
+    assert isinstance(seconds, float) and 0 <= seconds < 300 and seconds == round(seconds, 2)
+    assert not any("robustness sweep runs in process 0" in line for line in log_of(run_dir))
 
 
 def test_max_per_class_draws_with_the_runs_seed(tmp_path, trees, registry):
@@ -926,3 +939,29 @@ def test_an_addon_without_a_training_set_is_prepared_with_none(tmp_path, trees, 
     run(spec(tmp_path, trees, detector="frozenf", addons=["marker"], train=None), registry)
     (detector,) = FrozenFeatures.made
     assert detector.feature_hooks[0].prepared == (detector, None)
+
+
+class Diverged(Quiet):
+    """A detector with its own loop whose first loss is NaN."""
+
+    def fit(self, train, ctx):
+        return [math.nan, 0.5]
+
+
+def test_a_first_loss_that_is_not_finite_fails_the_run(tmp_path):
+    reg = Registry()
+    reg.add(Entry("detector", "diverged", f"{HERE}:Diverged", "tests", TOY_SPECS, {}))
+    with pytest.raises(BenchError, match=r"^training diverged at the first step: loss is nan$"):
+        run(spec(tmp_path, small_trees(tmp_path), detector="diverged"), reg)
+
+
+def test_a_resume_without_a_checkpoint_says_it_starts_over(tmp_path, registry, monkeypatch):
+    s = spec(tmp_path, small_trees(tmp_path), batch_size=2)
+    monkeypatch.setattr(Toy, "planted", "step2")  # no checkpoint yet: epoch 1 is not over
+    with pytest.raises(RuntimeError):
+        run(s, registry)
+    (run_dir,) = (tmp_path / "out" / "runs").iterdir()
+    assert not (run_dir / "checkpoint.pt").exists()
+    monkeypatch.setattr(Toy, "planted", "")
+    run(s, registry, resume=run_dir)
+    assert "resumed without a checkpoint: training started over" in log_of(run_dir)
