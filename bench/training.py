@@ -84,11 +84,12 @@ def fit_loop(detector: Detector, train: TrainData, ctx: RunContext) -> list[floa
             )
             for batch in bar:
                 done += 1
+                rate = book.rate()  # the rate this step uses, before its scheduler step
                 if batch["image"] is not None:
                     batch = to_device(batch, ctx.device)
-                    book.add(step(detector, batch, optimizer, scheduler, ctx), epoch)
+                    book.add(step(detector, batch, optimizer, scheduler, ctx), epoch, rate)
                 elif processes.several:  # the others may have images: join their step
-                    book.add(empty_step(optimizer, scheduler, ctx), epoch)
+                    book.add(empty_step(optimizer, scheduler, ctx), epoch, rate)
                 if book.due():
                     book.read(epoch)
                     bar.set_postfix(loss=f"{book.losses[-1]:.4f}")
@@ -124,11 +125,17 @@ class LossBook:
         self.pending: list[torch.Tensor] = []
         self.rates: list[float] = []
 
-    def add(self, loss: torch.Tensor | None, epoch: int) -> None:
+    def rate(self) -> float:
+        """The optimiser's learning rate now (read before a step: after it, the scheduler
+        has already moved it to the next step's)."""
+        return float(self.optimizer.param_groups[0]["lr"])
+
+    def add(self, loss: torch.Tensor | None, epoch: int, rate: float) -> None:
+        """``loss`` of a step taken at learning rate ``rate``."""
         if loss is None:  # no process had a readable image: no step, as in one process
             return
         self.pending.append(loss)
-        self.rates.append(float(self.optimizer.param_groups[0]["lr"]))
+        self.rates.append(rate)
         if not self.losses and len(self.pending) == 1:  # the run's first step: at once
             self.read(epoch, first=True)
 
