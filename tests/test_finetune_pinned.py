@@ -73,6 +73,20 @@ def test_construction_and_setup():
         BinaryNetDetector.build_net(det, RunContext())
 
 
+def test_setup_builds_the_network_from_the_runs_own_context():
+    """CNN-Spot and LaDeDa read the device and the weights' option from the context."""
+    seen = []
+
+    class _Recording(_Tiny):
+        def build_net(self, ctx):
+            seen.append(ctx)
+            return super().build_net(ctx)
+
+    ctx = RunContext(device="cpu")
+    _Recording({}).setup(ctx)
+    assert len(seen) == 1 and seen[0] is ctx
+
+
 def test_logit_loss_and_probability_by_hand():
     det = _ready()
     images = torch.rand(4, 3, 5, 5)

@@ -707,6 +707,27 @@ def test_one_batch_an_epoch_gives_each_epoch_its_own_mean(tmp_path, monkeypatch)
     ]
 
 
+def test_image_loop_gives_each_epoch_its_own_mean(tmp_path, monkeypatch):
+    """The official schedule without a cache runs the image loop: 4 training images in one
+    batch of 4 is one step an epoch, so each epoch's line is that step's loss alone (lr
+    0.5 makes the two differ)."""
+    import baselines.frozen_clip as frozen
+
+    monkeypatch.setenv("BENCH_CACHE", str(tmp_path / "cache"))
+    monkeypatch.setattr(frozen, "validation_accuracy", lambda d, f, y: 0.5)
+    samples = _samples(tmp_path, 8)
+    det = detector(
+        feature_cache="off", schedule="official", val_set="split", val_fraction=0.5,
+        patience=5, lr=0.5,
+    )  # fmt: skip
+    messages: list[str] = []
+    losses = det.fit(_train(samples, batch_size=4, epochs=2), quiet(messages))
+    assert len(losses) == 2 and f"{losses[0]:.4f}" != f"{losses[1]:.4f}"
+    assert [m for m in messages if m.startswith("epoch ")] == [
+        f"epoch {e + 1}/2: mean loss {losses[e]:.4f}, validation acc 0.5000" for e in range(2)
+    ]
+
+
 def test_images_are_encoded_on_the_detectors_device(monkeypatch):
     det = detector()
     seen = []
