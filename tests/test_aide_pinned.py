@@ -384,3 +384,30 @@ def test_default_widths_and_the_resnet_weights_go_into_both_experts(net, tmp_pat
         assert torch.equal(expert.layer4[2].conv3.weight, state["layer4.2.conv3.weight"])
     assert torch.equal(wide.model_min.conv1.weight, stem)
     assert det._load_resnets("none") == {"patch_resnets": "resnet50/random"}
+
+
+def test_default_bands_are_six_without_the_catalogue():
+    """Six bands (AIDE's code) at 5 x 5 leave a band empty; seven would be refused on 6 x 6
+    windows too, so both sides of the default are visible."""
+    from bench.errors import BenchError
+
+    with pytest.raises(BenchError, match="^aide.bands = 6 leaves a DCT band of the 5 x 5"):
+        AIDE({"window": 5})
+    assert AIDE({"window": 6}).options == {"window": 6}  # 6 bands fit a 6 x 6 window
+
+
+def test_resnet_weights_errors_name_the_option_and_the_file(net, tmp_path, monkeypatch):
+    """A bad value names `aide.resnet_pretrained`; a file that is not a ResNet-50 is named
+    by its label (resnet50@PATH:digest) in the one-line error."""
+    import bench.backbones.imagenet as imagenet
+    from bench.errors import BenchError
+
+    det = AIDE({})
+    with pytest.raises(BenchError, match=r"^aide\.resnet_pretrained: 'no-such-weights' is"):
+        det._load_resnets("no-such-weights")
+    monkeypatch.setattr(imagenet, "read_state_dict", lambda path: {"fc.weight": torch.ones(1)})
+    path = tmp_path / "other.pth"
+    path.write_bytes(b"")
+    det.net = net
+    with pytest.raises(BenchError, match=rf"^resnet50@{path}:\S* does not fit this network"):
+        det._load_resnets(str(path))
