@@ -16,6 +16,7 @@ from pathlib import Path
 from typing import Any
 
 import pytest
+import torch
 
 from bench import runner
 from bench.errors import BenchError
@@ -209,25 +210,29 @@ class ProcessZeroOfTwo:
 
     def __init__(self):
         self.gathered: list[Any] = []
+        self.broadcasts: list[Any] = []
 
     def barrier(self) -> None:
         pass
 
     def broadcast(self, obj: Any) -> Any:
+        self.broadcasts.append(obj)
         return obj
+
+    def average_gradients(self, parameters: Any, n: int, loss: Any) -> Any:
+        return loss  # no other process: this one's gradients are the batch's
 
     def all_gather(self, obj: Any) -> list[Any]:
         self.gathered.append(obj)
         return [obj, {}]
 
 
-def test_process_zero_of_two_says_who_does_what(tmp_path, monkeypatch):
-    """A frozen detector and a sweep, as process 0 of two; its evaluation is faked as one
-    process's (the sharding is tests/test_scale.py's), the rest of the run is the runner's."""
+def as_process_zero_of_two(monkeypatch, zero: Any = None) -> Any:
+    """The run's processes: process 0 of two (or ``zero``); its evaluation is one process's (the sharding
+    is tests/test_scale.py's), the rest of the run is the runner's."""
     from bench import distributed
-    from bench.plugins import get_registry
 
-    zero = ProcessZeroOfTwo()
+    zero = zero or ProcessZeroOfTwo()
     monkeypatch.setattr(distributed, "start", lambda device: (zero, device))
     real = runner.evaluate
 
@@ -239,7 +244,16 @@ def test_process_zero_of_two_says_who_does_what(tmp_path, monkeypatch):
             ctx.processes = zero
 
     monkeypatch.setattr(runner, "evaluate", one_process)
+    return zero
+
+
+def test_process_zero_of_two_says_who_does_what(tmp_path, monkeypatch):
+    """A frozen detector and a sweep, as process 0 of two."""
+    from bench.plugins import get_registry
+
+    zero = as_process_zero_of_two(monkeypatch)
     reg = Registry()
+
     reg.add(Entry("detector", "planned", f"{THIS}:Planned", "tests", {}, {}))
     reg.add(get_registry().get("perturbation", "jpeg"))
     s = spec(
@@ -254,3 +268,54 @@ def test_process_zero_of_two_says_who_does_what(tmp_path, monkeypatch):
     ) in log
     assert "the robustness sweep runs in process 0 alone (it is not sharded)" in log
     assert zero.gathered == [{}]  # the unreadable files after evaluation: none here
+
+
+def test_process_zero_of_two_trains_on_its_part_and_shares_its_state(
+    tmp_path, registry, monkeypatch
+):
+    from bench.data import pipeline
+
+    zero = as_process_zero_of_two(monkeypatch)
+    calls = []
+    real = pipeline.make_loader
+
+    def recorded(samples, chain, **kw):
+        calls.append((kw.get("train", False), kw.get("rank"), kw.get("world")))
+        return real(samples, chain, **kw)
+
+    monkeypatch.setattr(pipeline, "make_loader", recorded)
+    run_dir = run(spec(tmp_path, small_trees(tmp_path)), registry)
+    train_calls = [c for c in calls if c[0]]
+    assert train_calls == [(True, 0, 2)]  # one epoch: process 0's part of every batch
+    assert {c[1:] for c in calls if not c[0]} == {(None, None)}  # evaluation: the whole set
+    toy = Toy.seen[0]
+    run_folder, state = zero.broadcasts  # the folder, then process 0's trained state
+    assert run_folder == str(run_dir)
+    trained = toy.trainable_state()
+    assert sorted(state) == sorted(trained) and len(trained) > 0
+    assert all(torch.equal(state[k], trained[k]) for k in trained)
+    assert zero.gathered == [{}, {}]  # unreadable files after training, after evaluation
+
+
+class ProcessOneOfTwo(ProcessZeroOfTwo):
+    """Process 1 of two: process 0 made the run folder, which the broadcast hands over."""
+
+    rank, main = 1, False
+
+    def __init__(self, folder: Path):
+        super().__init__()
+        self.folder = folder
+
+    def broadcast(self, obj: Any) -> Any:
+        self.broadcasts.append(obj)
+        return str(self.folder) if obj is None and not self.broadcasts[:-1] else obj
+
+
+def test_process_one_of_two_writes_no_log(tmp_path, registry, monkeypatch):
+    folder = tmp_path / "made-by-process-0"
+    folder.mkdir()
+    one = as_process_zero_of_two(monkeypatch, ProcessOneOfTwo(folder))
+    assert run(spec(tmp_path, small_trees(tmp_path), detector="frozen"), registry) == folder
+    assert one.broadcasts[0] is None  # process 1 makes no folder of its own
+    assert not (folder / "log.txt").exists() and not (folder / "config.json").exists()
+    assert not (tmp_path / "out").exists()
