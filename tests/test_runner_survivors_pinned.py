@@ -319,3 +319,12 @@ def test_process_one_of_two_writes_no_log(tmp_path, registry, monkeypatch):
     assert one.broadcasts[0] is None  # process 1 makes no folder of its own
     assert not (folder / "log.txt").exists() and not (folder / "config.json").exists()
     assert not (tmp_path / "out").exists()
+
+
+def test_the_detector_is_set_up_on_the_device_the_run_chose(tmp_path, registry, monkeypatch):
+    """The context handed to setup carries choose_device's answer, not the context's own
+    default "cpu"; "meta" stands in for a GPU (the run then fails on it, which is fine)."""
+    monkeypatch.setattr(runner, "choose_device", lambda requested, precision="auto": ("meta", None))
+    with pytest.raises(Exception):  # noqa: B017 - any failure after setup will do
+        run(spec(tmp_path, small_trees(tmp_path)), registry)
+    assert Toy.seen and Toy.seen[-1].ctx.device == "meta"
