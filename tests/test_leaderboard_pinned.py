@@ -135,7 +135,11 @@ def test_a_legacy_index_takes_each_runs_seed_from_its_config(tmp_path):
         ("legacy:b|t", ""),  # config.json without a seed
         ("legacy:c|t", ""),  # no run folder at all
     ]
+    # no run id: no seed, even where a stray runs/config.json has one
+    (out / "runs" / "config.json").write_text(json.dumps({"seed": 9}), encoding="utf-8")
     (out / "leaderboard_index.csv").write_text("label,train\na,t\n", encoding="utf-8")
+    assert [(r["config"], r["seed"]) for r in leaderboard.read_index(out)] == [("legacy:a|t", "")]
+    (out / "leaderboard_index.csv").write_text("label,train,run_id\na,t,\n", encoding="utf-8")
     assert [(r["config"], r["seed"]) for r in leaderboard.read_index(out)] == [("legacy:a|t", "")]
 
 
