@@ -101,7 +101,7 @@ def read_index(out_dir: str | os.PathLike[str]) -> list[dict[str, str]]:
         row["train"] = csv_uncell(row.get("train") or "")
         if not row.get("config"):  # first index format: one row per (label, train)
             row["config"] = f"legacy:{row['label']}|{row['train']}"
-            run_id = row.get("run_id") or ""  # no run id: no run folder to read a seed from
+            run_id = row.get("run_id")  # none (or empty): no run folder to read a seed from
             row["seed"] = str(_run_config(out_dir, run_id).get("seed", "")) if run_id else ""
     return rows
 
