@@ -27,14 +27,8 @@ from baselines.aide_patches import (
 )
 from bench.interfaces import IMAGENET_MEAN, IMAGENET_STD
 
-
-@pytest.fixture(autouse=True, scope="module")
-def _one_thread():
-    """Tiny tensors: one thread is as fast, and does not spin against a busy machine."""
-    before = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(before)
+# tiny tensors: one torch thread (tests/conftest.py)
+pytestmark = pytest.mark.usefixtures("one_torch_thread")
 
 
 def _score(patch: np.ndarray, bands: int) -> float:

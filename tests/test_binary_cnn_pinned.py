@@ -32,14 +32,8 @@ from bench.interfaces import IMAGENET_MEAN, IMAGENET_STD, RunContext, TransformC
 from bench.options import merge_options
 from bench.plugins import get_registry
 
-
-@pytest.fixture(autouse=True, scope="module")
-def _one_thread():
-    """Tiny tensors: one thread is as fast, and does not spin against a busy machine."""
-    before = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(before)
+# tiny tensors: one torch thread (tests/conftest.py)
+pytestmark = pytest.mark.usefixtures("one_torch_thread")
 
 
 REGISTRY = get_registry(refresh=True)

@@ -23,6 +23,7 @@ from bench.data.layouts import Sample
 from bench.data.pipeline import make_loader
 from bench.errors import BenchError
 from bench.interfaces import CLIP_MEAN, CLIP_STD, Addon, RunContext, TrainData
+from tests.pinned_helpers import bce as _bce
 
 
 class _Backbone(nn.Module):
@@ -100,11 +101,6 @@ def _train(samples, batch_size=2, epochs=2, root=None) -> TrainData:
 
 def _pixels(sample: Sample) -> np.ndarray:
     return np.asarray(Image.open(sample.path).convert("RGB"))
-
-
-def _bce(z, y) -> float:
-    p = 1 / (1 + np.exp(-z))
-    return float(np.mean(-(y * np.log(p) + (1 - y) * np.log(1 - p))))
 
 
 def _head_np(det) -> tuple[np.ndarray, float]:

@@ -20,14 +20,8 @@ from torch.nn import functional as F
 
 from baselines.ladeda_net import LaDeDaNet, PatchBottleneck, npr_residual, receptive_field
 
-
-@pytest.fixture(autouse=True, scope="module")
-def _one_thread():
-    """Tiny tensors: one thread is as fast, and does not spin against a busy machine."""
-    before = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(before)
+# tiny tensors: one torch thread (tests/conftest.py)
+pytestmark = pytest.mark.usefixtures("one_torch_thread")
 
 
 KERNELS = {

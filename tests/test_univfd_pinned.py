@@ -14,26 +14,10 @@ import pytest
 import torch
 from torch import nn
 
-from bench.options import merge_options
-from bench.plugins import get_registry
-
-
-def build(name: str, **overrides):
-    entry = get_registry().get("detector", name)
-    return entry.load()(merge_options(name, entry.specs, overrides))
-
-
-def _np(t: torch.Tensor) -> np.ndarray:
-    return t.detach().double().numpy()
-
-
-def _sigmoid(z):
-    return 1.0 / (1.0 + np.exp(-z))
-
-
-def _bce(z, y):
-    p = _sigmoid(z)
-    return float(np.mean(-(y * np.log(p) + (1 - y) * np.log(1 - p))))
+from tests.pinned_helpers import bce as _bce
+from tests.pinned_helpers import build_detector as build
+from tests.pinned_helpers import sigmoid as _sigmoid
+from tests.pinned_helpers import to_numpy as _np
 
 
 # ---------------------------------------------------------------------------- UnivFD
