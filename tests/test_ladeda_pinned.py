@@ -19,6 +19,7 @@ from torch import nn
 from torch.nn import functional as F
 
 from baselines.ladeda_net import LaDeDaNet, PatchBottleneck, npr_residual, receptive_field
+from tests.pinned_helpers import randomise_batchnorm as _randomise_bn
 
 # tiny tensors: one torch thread (tests/conftest.py)
 pytestmark = pytest.mark.usefixtures("one_torch_thread")
@@ -61,17 +62,6 @@ def _features(net: LaDeDaNet, x: torch.Tensor, kernel3: tuple[int, ...]) -> torc
             first = b == 0
             x = _block(block, x, 3 if first and kernel3[i] else 1, stride if first else 1)
     return x
-
-
-def _randomise_bn(net: nn.Module, seed: int) -> None:
-    g = torch.Generator().manual_seed(seed)
-    with torch.no_grad():
-        for m in net.modules():
-            if isinstance(m, nn.BatchNorm2d):
-                m.running_mean.copy_(torch.randn(m.num_features, generator=g) * 0.1)
-                m.running_var.copy_(torch.rand(m.num_features, generator=g) + 0.5)
-                m.weight.copy_(torch.rand(m.num_features, generator=g) + 0.5)
-                m.bias.copy_(torch.randn(m.num_features, generator=g) * 0.1)
 
 
 def _npr(x: np.ndarray) -> np.ndarray:

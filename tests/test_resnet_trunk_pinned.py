@@ -19,6 +19,7 @@ from torch.nn import functional as F
 
 from baselines.npr_net import NPRNet, NPRResidual
 from baselines.resnet_trunk import TruncatedResNet50, init_resnet_, resnet_stage
+from tests.pinned_helpers import randomise_batchnorm as _randomise_bn
 
 # tiny tensors: one torch thread (tests/conftest.py)
 pytestmark = pytest.mark.usefixtures("one_torch_thread")
@@ -27,18 +28,6 @@ pytestmark = pytest.mark.usefixtures("one_torch_thread")
 def _eval_bn(x: torch.Tensor, bn: nn.BatchNorm2d) -> torch.Tensor:
     scale = bn.weight / torch.sqrt(bn.running_var + 1e-5)
     return (x - bn.running_mean[:, None, None]) * scale[:, None, None] + bn.bias[:, None, None]
-
-
-def _randomise_bn(net: nn.Module, seed: int) -> None:
-    """Non-trivial BatchNorm statistics, so that an eval pass shows every affine step."""
-    g = torch.Generator().manual_seed(seed)
-    with torch.no_grad():
-        for m in net.modules():
-            if isinstance(m, nn.BatchNorm2d):
-                m.running_mean.copy_(torch.randn(m.num_features, generator=g) * 0.1)
-                m.running_var.copy_(torch.rand(m.num_features, generator=g) + 0.5)
-                m.weight.copy_(torch.rand(m.num_features, generator=g) + 0.5)
-                m.bias.copy_(torch.randn(m.num_features, generator=g) * 0.1)
 
 
 def _trunk(net: TruncatedResNet50, x: torch.Tensor) -> torch.Tensor:
